@@ -1,0 +1,80 @@
+"""Shared fixtures: one SecantusDB and one sandbox process for the whole run,
+and an app process per test module (each with its own database name)."""
+
+import re
+
+import pytest
+import requests
+
+from support import App, Database, Sandbox, app_env
+
+
+@pytest.fixture(scope="session")
+def db():
+    database = Database().start()
+    yield database
+    database.cleanup()
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    box = Sandbox().start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clear_faults(request):
+    """A fault armed by one test never leaks into the next."""
+    yield
+    if "sandbox" in request.fixturenames:
+        request.getfixturevalue("sandbox").clear_faults()
+
+
+@pytest.fixture(scope="module")
+def app(db, sandbox):
+    server = App(app_env(db, sandbox)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_app(db, sandbox):
+    """Start an extra app process with settings of the test's own."""
+    started = []
+
+    def start(**overrides):
+        server = App(app_env(db, sandbox, **overrides)).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_from(html):
+    match = CSRF_RE.search(html)
+    assert match, "no csrf_token in the page"
+    return match.group(1)
+
+
+def sign_in(app, username="demo", password="demo", session=None, next_path=None):
+    """Sign in like a browser would: fetch the form, post it with its CSRF token."""
+    s = session or requests.Session()
+    page = s.get(app.url("/login"), timeout=10)
+    data = {"username": username, "password": password, "csrf_token": csrf_from(page.text)}
+    if next_path is not None:
+        data["next"] = next_path
+    answer = s.post(app.url("/login"), data=data, allow_redirects=False, timeout=10)
+    return s, answer
+
+
+@pytest.fixture
+def signed_in(app):
+    s, answer = sign_in(app)
+    assert answer.status_code == 303, answer.text
+    return s
