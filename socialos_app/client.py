@@ -80,7 +80,8 @@ def _timed_out(exc):
     ConnectionError wrapping MaxRetryError(reason=ReadTimeoutError). A refused
     connection is NewConnectionError, which urllib3 files under timeouts too.
     """
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    inner = exc.args[0] if exc.args else None
+    reason = getattr(inner, "reason", inner)  # a timeout while reading the body comes bare
     return (isinstance(reason, urllib3.exceptions.TimeoutError)
             and not isinstance(reason, urllib3.exceptions.NewConnectionError))
 
@@ -169,12 +170,12 @@ class Client:
         # the shared session's cookie jar is never merged in: a cookie one
         # user's call received must not ride along on another user's call.
         # Credentials are UTF-8 bytes (requests would use latin-1 for str).
-        prepared = requests.Request(
-            method, url, params=params, data=data, json=json,
-            headers={**session.headers, "Accept": "application/json"},
-            auth=(self.username.encode("utf-8"), self._password.encode("utf-8")),
-        ).prepare()
         try:
+            prepared = requests.Request(
+                method, url, params=params, data=data, json=json,
+                headers={**session.headers, "Accept": "application/json"},
+                auth=(self.username.encode("utf-8"), self._password.encode("utf-8")),
+            ).prepare()
             # No redirects: an API has no reason to send us elsewhere, and the
             # credentials must not follow one.
             response = session.send(prepared, timeout=self.timeout, allow_redirects=False)

@@ -7,6 +7,7 @@ handshake each. It holds no credentials (it serves every user at once):
 clients pass auth per call.
 """
 
+import http.cookiejar
 import threading
 
 import requests
@@ -27,7 +28,7 @@ def _retry():
     return Retry(
         total=2,
         connect=2,
-        read=1,
+        read=0,  # a read timeout is not retried: the page must answer within one timeout
         status=2,
         backoff_factor=0.1,
         status_forcelist=(502, 503, 504),
@@ -49,6 +50,8 @@ def pooled_session(pool_size=16, verify=True):
                 s = requests.Session()
                 s.trust_env = False  # no proxy or netrc surprises: auth is always explicit
                 s.verify = verify
+                # Shared by every user: never keep a cookie one user's call received.
+                s.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
                 adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_size,
                                       max_retries=_retry(), pool_block=False)
                 s.mount("http://", adapter)

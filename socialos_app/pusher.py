@@ -135,8 +135,9 @@ def channel_authorization(key, secret, socket_id, channel, user_id=None, user_in
         raise ValueError("encrypted channels are not supported")
 
     if valid_presence_channel(channel):
-        if user_id is None or user_id == "" or isinstance(user_id, bool):
-            raise ValueError("a presence channel needs a user_id")
+        # Pusher takes a string or a number; anything else would not round-trip to pusher-js.
+        if isinstance(user_id, bool) or not isinstance(user_id, (str, int)) or user_id == "":
+            raise ValueError("a presence channel needs a user_id (string or integer)")
         if isinstance(user_id, str) and len(user_id) > 200:
             raise ValueError("user_id too long")
         member = {"user_id": user_id}
@@ -174,11 +175,13 @@ def _same(a, b):
 class Pusher:
     """Signed calls to one Pusher app's HTTP API.
 
-    ``http`` is a ``requests.Session``-like object (default: the pooled one);
+    ``http`` is a ``requests.Session``-like object (default: the process-wide
+    pooled one, made with ``pool_size`` connections per host on first use);
     ``timeout`` is requests' (connect, read) pair.
     """
 
-    def __init__(self, app_id, key, secret, base_url, *, http=None, timeout=(3.05, 10.0)):
+    def __init__(self, app_id, key, secret, base_url, *, http=None, timeout=(3.05, 10.0),
+                 pool_size=16):
         if not (app_id and key and secret):
             raise ValueError("Pusher needs an app id, a key and a secret")
         self.app_id = str(app_id)
@@ -187,13 +190,13 @@ class Pusher:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._http = http
+        self._pool_size = pool_size
 
     @classmethod
     def from_settings(cls, settings):
         """The client for the app configured in ``settings`` (pooled session, its timeouts)."""
         return cls(settings.pusher_app_id, settings.pusher_key, settings.pusher_secret,
-                   settings.pusher_base_url,
-                   http=pooled_session(settings.thread_pool),
+                   settings.pusher_base_url, pool_size=settings.thread_pool,
                    timeout=(settings.upstream_connect_timeout, settings.upstream_read_timeout))
 
     def __repr__(self):
@@ -202,7 +205,7 @@ class Pusher:
     @property
     def http(self):
         # Resolved on use, not at construction: http.reset() may replace the pooled session.
-        return self._http if self._http is not None else pooled_session()
+        return self._http if self._http is not None else pooled_session(self._pool_size)
 
     # -- transport ---------------------------------------------------------
     def _request(self, method, path, params=None, payload=None):
@@ -273,6 +276,8 @@ class Pusher:
         """Publish one event to up to 100 channels; ``socket_id`` excludes that sender."""
         if isinstance(channels, str):
             channels = [channels]
+        if not isinstance(channels, (list, tuple, set, frozenset)):
+            raise ValueError("channels must be a channel name or a list of them")
         event = _event(name, data, socket_id)
         channels = list(channels)
         if not channels:
@@ -290,6 +295,8 @@ class Pusher:
 
     def trigger_batch(self, events):
         """Publish up to 10 events in one call; each ``{"channel", "name", "data", "socket_id"?}``."""
+        if not isinstance(events, (list, tuple)):
+            raise ValueError("events must be a list")
         events = list(events)
         if not events:
             raise ValueError("no events")
@@ -297,6 +304,8 @@ class Pusher:
             raise ValueError(f"more than {MAX_BATCH} events in a batch")
         batch = []
         for item in events:
+            if not isinstance(item, dict):
+                raise ValueError("each event must be a dict")
             channel = item.get("channel")
             if not valid_channel(channel):
                 raise ValueError("invalid channel name")

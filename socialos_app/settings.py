@@ -267,6 +267,10 @@ def load(environ=None, conf=None, flags=None):
     if values.get("pusher_scheme", "https") not in ("http", "https"):
         raise SettingsError("PUSHER_SCHEME must be http or https")
 
+    if not values.get("pusher_ws_host") and not values.get("pusher_host"):
+        # Real Pusher: pusher-js connects to the cluster's websocket host.
+        values["pusher_ws_host"] = f"ws-{values['pusher_cluster']}.pusher.com"
+
     previous = tuple(decode_key(part, "SECURE_KEY_PREVIOUS")
                      for part in get("SECURE_KEY_PREVIOUS").split(",") if part.strip())
     values["secure_key_previous"] = previous

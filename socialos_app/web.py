@@ -16,6 +16,9 @@ from cherrypy.process.plugins import SimplePlugin
 from . import http, logs, tools  # noqa: F401 - tools registers the CherryPy tools
 from .client import SocialOS
 from .crypto import Keyring
+from .directory import MemberDirectory
+from .presence import PresencePages, PusherEndpoints
+from .pusher import Pusher
 from .pages import Root
 from .render import render
 from .sessions import SessionEngine, StoreUnavailable
@@ -60,16 +63,8 @@ def build_services(settings):
     engine = SessionEngine(MongoSessionStore(), keyring, settings.session_ttl, settings.session_max_age)
     services = Services(settings=settings, keyring=keyring, engine=engine,
                         socialos=SocialOS.from_settings(settings))
-    try:
-        from .pusher import Pusher
-        services.pusher = Pusher.from_settings(settings) if settings.pusher_configured else None
-    except ImportError:  # pragma: no cover - during bring-up only
-        services.pusher = None
-    try:
-        from .throttle import LoginThrottle
-        services.throttle = LoginThrottle(settings.login_max_failures)
-    except ImportError:
-        services.throttle = None
+    services.pusher = Pusher.from_settings(settings) if settings.pusher_configured else None
+    services.presence = MemberDirectory()
     return services
 
 
@@ -169,12 +164,8 @@ def mount(settings, conf_file=None):
     """Build the services and mount the app at ``/``; returns the services."""
     services = build_services(settings)
     root = Root(services)
-    try:
-        from .presence import PresencePages, PusherEndpoints
-        root.presence = PresencePages(services)
-        root.pusher = PusherEndpoints(services)
-    except ImportError:  # pragma: no cover - during bring-up only
-        pass
+    root.presence = PresencePages(services)
+    root.pusher = PusherEndpoints(services)
     app = cherrypy.tree.mount(root, "/", config=str(conf_file) if conf_file else None)
     app.merge(app_config(services))
     if conf_file:

@@ -97,7 +97,7 @@ def test_profile_through_the_user_client(demo):
 
 def test_search_is_a_real_verb_with_a_query(demo):
     _, client = demo
-    found = client.search("user", params={"q": "AL"})["results"]
+    found = client.search("user", params={"q": "LIDD"})["results"]
     assert [p["username"] for p in found] == ["alice"]
     everyone = client.search("user", params={"q": ""})["results"]
     assert {"demo", "admin", "alice", "bob"} <= {p["username"] for p in everyone}

@@ -145,6 +145,8 @@ def test_authorize_presence_channel_example():
     ("1.1", "public-channel", None),             # nothing to authorize
     ("1.1", "presence-room", None),              # presence needs a user
     ("1.1", "presence-room", ""),
+    ("1.1", "presence-room", {"id": 1}),
+    ("1.1", "presence-room", True),
     ("1.1", "private-encrypted-room", None),     # needs a master key we don't have
 ])
 def test_authorize_refuses_bad_input(socket_id, channel, user_id):
@@ -273,7 +275,9 @@ def test_event_log_keeps_the_last_100(client, sandbox):
     lambda c: c.trigger("c", "e", {"x": "é" * 5200}),       # > 10 KB once encoded
     lambda c: c.trigger("c", "e", {"x": object()}),
     lambda c: c.trigger("c", "e", "d", socket_id="nope"),
+    lambda c: c.trigger(None, "e", "d"),
     lambda c: c.trigger_batch([]),
+    lambda c: c.trigger_batch(["not a dict"]),
     lambda c: c.trigger_batch([{"channel": "c", "name": "e", "data": ""}] * 11),
     lambda c: c.trigger_batch([{"channel": "bad/", "name": "e", "data": ""}]),
     lambda c: c.channel_info("bad channel"),

@@ -16,8 +16,9 @@ Sandbox-only routes, for tests:
     POST /_sandbox/expire-keys  {"username": "demo"}  expire all that user's keys now
     GET  /_sandbox/keys         {"active": N}         live (not revoked, not expired) keys
 
-Users: demo/demo, admin/admin (an admin), alice, bob, carol, dave (the
-password is the username).
+Users: demo/demo, admin/admin (an admin), alice, bob, carol, dave, ada,
+grace, linus (the password is the username). A key's TTL is idle time:
+each use extends it, as the app's sessions do.
 """
 
 import hmac
@@ -47,6 +48,13 @@ USERS = {
               "bio": "Higher, further, faster.", "followers": 256, "following": 8, "posts": 44},
     "dave": {"password": "dave", "admin": False, "name": "Dave Bowman", "joined": "2022-02-02",
              "bio": "Open the pod bay doors.", "followers": 9, "following": 101, "posts": 2},
+    # The Pusher sandbox's demo members, so /presence can show their names.
+    "ada": {"password": "ada", "admin": False, "name": "Ada Lovelace", "joined": "2018-12-10",
+            "bio": "Notes on the analytical engine.", "followers": 1815, "following": 1, "posts": 7},
+    "grace": {"password": "grace", "admin": False, "name": "Grace Hopper", "joined": "2019-12-09",
+              "bio": "It's easier to ask forgiveness.", "followers": 1906, "following": 2, "posts": 12},
+    "linus": {"password": "linus", "admin": False, "name": "Linus Torvalds", "joined": "2020-12-28",
+              "bio": "Talk is cheap.", "followers": 1969, "following": 0, "posts": 91},
 }
 
 
@@ -82,7 +90,7 @@ class KeyStore:
     def create(self, username, ttl):
         now = time.time()
         key = {"username": username, "password": secrets.token_urlsafe(24),
-               "expires": now + ttl, "deleted": False}
+               "ttl": ttl, "expires": now + ttl, "deleted": False}
         token = secrets.token_urlsafe(24)
         with self._lock:
             # Drop dead keys so a long benchmark does not grow the table forever.
@@ -102,7 +110,11 @@ class KeyStore:
         with self._lock:
             keys = [k for k in self._keys.values() if k["username"] == username and self._live(k, now)]
         # Compare against every candidate so timing says nothing about which matched.
-        return any([_same(k["password"], password) for k in keys])
+        matched = [k for k in keys if _same(k["password"], password)]
+        with self._lock:
+            for key in matched:  # the TTL is idle time: each use extends the key
+                key["expires"] = max(key["expires"], now + key["ttl"])
+        return bool(matched)
 
     def revoke(self, token, username, password):
         """Delete the key ``token`` when these are its owner and password."""
@@ -132,21 +144,6 @@ class SocialOSHandler(JSONHandler):
     """Routes of the Social OS sandbox; the key table lives on ``self.server.keys``."""
 
     server_version = "SocialOSSandbox/1.0"
-    # Headers and body go out in two writes; with Nagle on, the body waits for
-    # the client's delayed ACK (~40 ms) on every keep-alive request.
-    disable_nagle_algorithm = True
-
-    def send_raw(self, status, body, content_type="text/plain", headers=None):
-        # A HEAD answer has headers only; a body would be read as the next response.
-        if self.command == "HEAD":
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            return
-        super().send_raw(status, body, content_type, headers)
 
     # -- answers -----------------------------------------------------------
     def unauthorized(self, realm="Social OS API"):
