@@ -10,13 +10,11 @@ from urllib.parse import urlsplit
 
 import cherrypy
 
-from .errors import Unauthorized, UpstreamError
+from .errors import Unauthorized, UpstreamError, UpstreamUnavailable
 from .render import render
-from .sessions import StoreUnavailable
+from .sessions import Credentials, StoreUnavailable
 from .sessions.engine import utcnow
 from .tools import expire_cookie, set_cookie
-from .errors import UpstreamUnavailable
-from .sessions import Credentials
 
 __all__ = ["Root", "safe_next"]
 
@@ -95,21 +93,22 @@ class Root:
         if not username or not password:
             return self._login_form(next_path, "Enter a username and a password.", username[:MAX_USERNAME])
         if not _USERNAME_RE.match(username) or len(password) > MAX_PASSWORD:
-            return self._login_form(next_path, "Wrong username or password.", username[:MAX_USERNAME], 401)
+            return self._login_form(next_path, "Wrong username or password.", username[:MAX_USERNAME])
 
         svc = self.services
         throttle = svc.throttle
         wait = throttle.blocked(username, _client_address()) if throttle else 0
         if wait:
             cherrypy.serving.response.headers["Retry-After"] = str(wait)
-            return self._login_form(next_path, f"Too many failed attempts. Try again in {wait} seconds.",
+            unit = "second" if wait == 1 else "seconds"
+            return self._login_form(next_path, f"Too many failed attempts. Try again in {wait} {unit}.",
                                     username, 429)
         try:
             key = svc.socialos.create_key(username, password, ttl=self.settings.session_ttl)
         except Unauthorized:
             if throttle:
                 throttle.failed(username, _client_address())
-            return self._login_form(next_path, "Wrong username or password.", username, 401)
+            return self._login_form(next_path, "Wrong username or password.", username)
         except UpstreamUnavailable:
             return self._login_form(next_path, "The Social OS API did not answer in time. "
                                     "Please try again in a moment.", username, 504)

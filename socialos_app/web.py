@@ -23,6 +23,7 @@ from .pages import Root
 from .render import render
 from .sessions import SessionEngine, StoreUnavailable
 from .sessions.mongo import MongoSessionStore, connect
+from .throttle import LoginThrottle
 
 __all__ = ["Services", "build_services", "mount"]
 
@@ -65,6 +66,7 @@ def build_services(settings):
                         socialos=SocialOS.from_settings(settings))
     services.pusher = Pusher.from_settings(settings) if settings.pusher_configured else None
     services.presence = MemberDirectory()
+    services.throttle = LoginThrottle(settings.login_max_failures)
     return services
 
 
