@@ -124,11 +124,14 @@ def resolve_session(engine, socialos, cookie_name, secure, required=True):
         try:
             found = engine.resume(morsel.value)
         except StoreUnavailable:
-            raise cherrypy.HTTPError(503, DB_DOWN) from None
+            if required:
+                raise cherrypy.HTTPError(503, DB_DOWN) from None
+            found = None  # public pages (the sign-in form) still render without the database
+            morsel = None
         if found:
             record, credentials = found
             request.signed_in = SignedIn(record, credentials, morsel.value, socialos)
-        else:
+        elif morsel is not None:
             expire_cookie(cookie_name, secure)  # stale or forged: drop it
     if request.signed_in is None and required:
         raise cherrypy.HTTPRedirect(login_url(_here()), 303)
