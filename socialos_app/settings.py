@@ -159,6 +159,16 @@ def _int(name, text, low=None, high=None):
     return value
 
 
+def _float(name, text, low, high):
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {text!r}") from None
+    if not low <= value <= high:  # also refuses nan
+        raise SettingsError(f"{name} must be between {low} and {high} seconds, not {value}")
+    return value
+
+
 def _embedded_key(data_dir):
     """Embedded mode's secret: made once, kept under DATA_DIR (mode 0600)."""
     path = Path(data_dir) / "secure_key"
@@ -219,6 +229,10 @@ def load(environ=None, conf=None, flags=None):
         pusher_ws_host=get("PUSHER_WS_HOST"),
         log_level=get("LOG_LEVEL", "INFO").upper(),
         login_max_failures=_int("LOGIN_MAX_FAILURES", get("LOGIN_MAX_FAILURES", "5"), 1, 1000),
+        upstream_connect_timeout=_float("UPSTREAM_CONNECT_TIMEOUT",
+                                        get("UPSTREAM_CONNECT_TIMEOUT", s.upstream_connect_timeout), 0.1, 60),
+        upstream_read_timeout=_float("UPSTREAM_READ_TIMEOUT",
+                                     get("UPSTREAM_READ_TIMEOUT", s.upstream_read_timeout), 0.1, 300),
     )
     if values["log_level"] not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise SettingsError("LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")

@@ -1,0 +1,310 @@
+"""Session cryptography and settings: pure, fast, no processes.
+
+What a user relies on: a cookie nobody can guess, a database that yields
+no cookie and no upstream key, a sealed key that any tampering turns into
+"signed out" (never a crash), and settings that refuse a weak secret.
+"""
+
+import base64
+import os
+import secrets
+
+import pytest
+
+from socialos_app import crypto, settings
+from socialos_app.crypto import Keyring, SessionKey, looks_like_token, new_token
+from socialos_app.settings import SettingsError, decode_key, load
+
+K1 = secrets.token_bytes(32)
+K2 = secrets.token_bytes(32)
+HEXCHARS = set("0123456789abcdef")
+
+
+@pytest.fixture
+def key():
+    return SessionKey(K1)
+
+
+@pytest.fixture
+def sealed(key):
+    token = new_token()
+    rid = key.record_id(token)
+    return token, rid, key.seal(token, rid, b'{"t": "api-token", "p": "api-password"}')
+
+
+# -- tokens -------------------------------------------------------------------------
+def test_tokens_are_43_url_safe_characters_of_256_random_bits():
+    tokens = [new_token() for _ in range(1000)]
+    assert len(set(tokens)) == 1000
+    for token in tokens[:50]:
+        assert len(token) == 43
+        assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        assert len(base64.urlsafe_b64decode(token + "=")) == 32
+        assert looks_like_token(token)
+
+
+@pytest.mark.parametrize("junk", ["", "short", "x" * 42, "x" * 44, "a" * 42 + "=", "a" * 42 + "/",
+                                  "a" * 42 + "+", None, 42, b"a" * 43, "ä" * 43])
+def test_junk_is_not_a_token(junk):
+    assert not looks_like_token(junk)
+
+
+# -- record ids -----------------------------------------------------------------------
+def test_record_id_is_64_hex_deterministic_and_per_key():
+    token = new_token()
+    rid = SessionKey(K1).record_id(token)
+    assert len(rid) == 64 and set(rid) <= HEXCHARS
+    assert SessionKey(K1).record_id(token) == rid          # same key, same id: sessions can be found
+    assert SessionKey(K2).record_id(token) != rid          # another server secret, another id
+    assert SessionKey(K1).record_id(new_token()) != rid    # another token, another id
+    assert token not in rid
+
+
+def test_keyring_gives_ids_under_every_key_current_first():
+    token = new_token()
+    ring = Keyring(K2, [K1])
+    assert ring.current.record_id(token) == SessionKey(K2).record_id(token)
+    assert ring.record_ids(token) == [SessionKey(K2).record_id(token), SessionKey(K1).record_id(token)]
+
+
+# -- seal / open ----------------------------------------------------------------------
+def test_seal_open_round_trip(key, sealed):
+    token, rid, blob = sealed
+    assert key.open(token, rid, blob) == b'{"t": "api-token", "p": "api-password"}'
+    assert b"api-password" not in blob and b"api-token" not in blob
+    assert key.open(token, rid, bytearray(blob)) == b'{"t": "api-token", "p": "api-password"}'
+
+
+def test_every_byte_of_the_blob_is_protected(key, sealed):
+    """Version, nonce, ciphertext and tag: flipping any one bit of any byte opens nothing."""
+    token, rid, blob = sealed
+    assert len(blob) == 1 + crypto.NONCE_BYTES + len(b'{"t": "api-token", "p": "api-password"}') + crypto.TAG_BYTES
+    for i in range(len(blob)):
+        for bit in (0x01, 0x80):
+            bad = bytearray(blob)
+            bad[i] ^= bit
+            assert key.open(token, rid, bytes(bad)) is None, f"byte {i} bit {bit:#x} not protected"
+
+
+@pytest.mark.parametrize("cut", [0, 1, 12, 13, 28, 29, -1, -16])
+def test_truncated_or_extended_blob_opens_nothing(key, sealed, cut):
+    token, rid, blob = sealed
+    assert key.open(token, rid, blob[:cut]) is None
+    assert key.open(token, rid, blob + b"\x00") is None
+
+
+@pytest.mark.parametrize("junk", [b"", None, "a string", 12, [1, 2], b"\x01" * 29, b"\x02" + b"\x00" * 40])
+def test_garbage_blob_opens_nothing_without_raising(key, junk):
+    token = new_token()
+    assert key.open(token, key.record_id(token), junk) is None
+
+
+def test_wrong_token_record_or_key_opens_nothing(key, sealed):
+    token, rid, blob = sealed
+    other = new_token()
+    assert key.open(other, rid, blob) is None                      # someone else's cookie
+    assert key.open(token, key.record_id(other), blob) is None     # moved to another record
+    assert key.open(token, "0" * 64, blob) is None
+    assert key.open(token, rid[:-1], blob) is None
+    assert SessionKey(K2).open(token, rid, blob) is None           # another server secret
+
+
+def test_nonces_are_unique_so_the_same_key_seals_differently(key):
+    token = new_token()
+    rid = key.record_id(token)
+    blobs = [key.seal(token, rid, b"same plaintext") for _ in range(200)]
+    nonces = {b[1:1 + crypto.NONCE_BYTES] for b in blobs}
+    assert len(nonces) == 200
+    assert len(set(blobs)) == 200
+    assert all(key.open(token, rid, b) == b"same plaintext" for b in blobs[:5])
+
+
+# -- CSRF tokens ----------------------------------------------------------------------
+def test_csrf_token_is_bound_to_the_binding_and_the_key(key):
+    a, b = "session:" + new_token(), "session:" + new_token()
+    token = key.csrf_token(a)
+    assert key.csrf_token(a) == token                 # stable for the same binding
+    assert key.csrf_token(b) != token                 # another session, another token
+    assert SessionKey(K2).csrf_token(a) != token      # another server secret, another token
+    assert key.check_csrf(a, token)
+    assert not key.check_csrf(b, token)
+    assert not SessionKey(K2).check_csrf(a, token)
+
+
+@pytest.mark.parametrize("given", [None, "", 123, b"bytes", ["list"], "0" * 64, "x"])
+def test_csrf_check_refuses_wrong_missing_and_non_string(key, given):
+    binding = "login:" + new_token()
+    assert key.check_csrf(binding, given) is False
+
+
+def test_csrf_check_refuses_without_binding(key):
+    assert key.check_csrf("", key.csrf_token("")) is False
+    assert key.check_csrf(None, "anything") is False
+
+
+def test_csrf_check_refuses_a_token_one_character_off(key):
+    binding = "session:" + new_token()
+    good = key.csrf_token(binding)
+    for i in (0, 31, 63):
+        bad = good[:i] + ("0" if good[i] != "0" else "1") + good[i + 1:]
+        assert not key.check_csrf(binding, bad)
+    assert not key.check_csrf(binding, good.upper() if good.upper() != good else good + "0")
+    assert not key.check_csrf(binding, good[:-1])
+
+
+# -- settings: keys -------------------------------------------------------------------
+def test_decode_key_accepts_hex_and_base64():
+    raw = secrets.token_bytes(32)
+    assert decode_key(raw.hex()) == raw
+    assert decode_key(raw.hex().upper()) == raw
+    assert decode_key(base64.b64encode(raw).decode()) == raw
+    assert decode_key(base64.urlsafe_b64encode(raw).decode().rstrip("=")) == raw
+    assert decode_key("  " + raw.hex() + "\n") == raw
+
+
+@pytest.mark.parametrize("text,words", [
+    (secrets.token_hex(16), "too short"),
+    (base64.b64encode(secrets.token_bytes(20)).decode(), "too short"),
+    ("00" * 32, "too weak"),
+    ("ab" * 40, "too weak"),
+    ("not a key at all!!", "hex or base64"),
+    ("", "too short"),
+])
+def test_decode_key_refuses_short_weak_and_malformed(text, words):
+    with pytest.raises(SettingsError) as caught:
+        decode_key(text, "SECURE_KEY")
+    assert "SECURE_KEY" in str(caught.value)
+    assert words in str(caught.value)
+
+
+# -- settings: load -------------------------------------------------------------------
+def production_env(**overrides):
+    env = {
+        "MONGODB_URI": "mongodb://127.0.0.1:1/x",
+        "SECURE_KEY": secrets.token_hex(32),
+        "SOCIALOS_API_URL": "http://127.0.0.1:9/api",
+        "SOCIALOS_ADMIN_URL": "http://127.0.0.1:9/admin",
+        "SOCIALOS_ADMIN_USER": "root",
+        "SOCIALOS_ADMIN_PASSWORD": "admin-secret-value",
+        "PUSHER_APP_ID": "1",
+        "PUSHER_KEY": "k",
+        "PUSHER_SECRET": "pusher-secret-value",
+    }
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def test_load_precedence_flags_over_env_over_conf():
+    conf = {"server.socket_host": "10.9.9.9", "server.socket_port": 7000}
+    s = load(production_env(), conf=conf)
+    assert (s.host, s.port) == ("10.9.9.9", 7000)
+    s = load(production_env(HOST="127.0.0.2", PORT="7001"), conf=conf)
+    assert (s.host, s.port) == ("127.0.0.2", 7001)
+    s = load(production_env(HOST="127.0.0.2", PORT="7001"), conf=conf, flags={"host": "127.0.0.3", "port": 7002})
+    assert (s.host, s.port) == ("127.0.0.3", 7002)
+    s = load(production_env(HOST="127.0.0.2", PORT="7001"), conf=conf, flags={"host": None, "port": None})
+    assert (s.host, s.port) == ("127.0.0.2", 7001)
+    s = load(production_env(), conf={})
+    assert (s.host, s.port) == ("127.0.0.1", 8080)
+
+
+def test_load_production_mode_reads_every_setting():
+    env = production_env(SESSION_TTL="120", SESSION_MAX_AGE="600")
+    s = load(env)
+    assert not s.embedded
+    assert s.secure_key == bytes.fromhex(env["SECURE_KEY"])
+    assert s.api_url == env["SOCIALOS_API_URL"] and s.admin_user == "root"
+    assert (s.session_ttl, s.session_max_age) == (120, 600)
+    assert s.database_uri == env["MONGODB_URI"]
+
+
+@pytest.mark.parametrize("name", ["SECURE_KEY", "SOCIALOS_API_URL", "SOCIALOS_ADMIN_URL", "SOCIALOS_ADMIN_USER",
+                                  "SOCIALOS_ADMIN_PASSWORD", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET"])
+@pytest.mark.parametrize("missing", [None, ""])
+def test_production_mode_requires_each_secret_and_names_it(name, missing):
+    with pytest.raises(SettingsError) as caught:
+        load(production_env(**{name: missing}))
+    assert name in str(caught.value)
+
+
+def test_production_mode_refuses_a_weak_or_short_key_by_name():
+    for bad in ("00" * 32, secrets.token_hex(8)):
+        with pytest.raises(SettingsError, match="SECURE_KEY"):
+            load(production_env(SECURE_KEY=bad))
+    with pytest.raises(SettingsError, match="SECURE_KEY_PREVIOUS"):
+        load(production_env(SECURE_KEY_PREVIOUS="abcd"))
+
+
+def test_previous_keys_are_read_in_order():
+    k1, k3 = secrets.token_bytes(32), secrets.token_bytes(32)
+    s = load(production_env(SECURE_KEY_PREVIOUS=f"{k1.hex()}, {base64.b64encode(k3).decode()}"))
+    assert s.secure_key_previous == (k1, k3)
+
+
+@pytest.mark.parametrize("env,words", [
+    ({"SESSION_TTL": "abc"}, "SESSION_TTL"),
+    ({"SESSION_TTL": "5"}, "SESSION_TTL"),
+    ({"SESSION_TTL": "7200", "SESSION_MAX_AGE": "3600"}, "SESSION_MAX_AGE"),
+    ({"PORT": "99999"}, "PORT"),
+    ({"COOKIE_SECURE": "maybe"}, "COOKIE_SECURE"),
+    ({"SOCIALOS_API_URL": "ftp://x"}, "SOCIALOS_API_URL"),
+    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+])
+def test_bad_values_name_the_setting(env, words):
+    with pytest.raises(SettingsError, match=words):
+        load(production_env(**env))
+
+
+def test_cookie_secure_defaults_on_outside_embedded_loopback(tmp_path):
+    prod = load(production_env())
+    assert prod.cookie_secure and prod.cookie_name == "__Host-session"
+    prod_loopback = load(production_env(HOST="127.0.0.1"))
+    assert prod_loopback.cookie_secure  # production is Secure even on loopback (behind a proxy)
+
+    embedded = {"DATA_DIR": str(tmp_path)}
+    for host in ("127.0.0.1", "localhost", "::1"):
+        s = load({**embedded, "HOST": host})
+        assert s.embedded and not s.cookie_secure and s.cookie_name == "session", host
+    public = load({**embedded, "HOST": "0.0.0.0"})
+    assert public.cookie_secure and public.cookie_name == "__Host-session"
+
+    assert not load(production_env(COOKIE_SECURE="0")).cookie_secure
+    assert not load(production_env(COOKIE_SECURE="false")).cookie_secure
+    assert load({**embedded, "COOKIE_SECURE": "1"}).cookie_secure
+    assert load({**embedded, "COOKIE_SECURE": "true"}).cookie_secure
+
+
+def test_embedded_mode_makes_a_private_key_once_and_keeps_it(tmp_path):
+    data = tmp_path / "data"
+    first = load({"DATA_DIR": str(data)})
+    assert first.embedded and len(first.secure_key) >= 32
+    key_file = data / "secure_key"
+    assert key_file.exists()
+    assert (os.stat(key_file).st_mode & 0o777) == 0o600
+    assert load({"DATA_DIR": str(data)}).secure_key == first.secure_key
+    assert load({"DATA_DIR": str(tmp_path / "other")}).secure_key != first.secure_key
+    # Embedded mode defaults to the sandboxes on its loopback ports.
+    assert first.api_url == "http://127.0.0.1:8081/api"
+    assert (first.pusher_app_id, first.pusher_key) == ("demo", "demo-key")
+
+
+def test_masked_settings_show_no_secret():
+    env = production_env()
+    s = load(env)
+    shown = repr(s.masked())
+    for name in ("SECURE_KEY", "SOCIALOS_ADMIN_PASSWORD", "PUSHER_SECRET", "MONGODB_URI"):
+        assert env[name] not in shown, name
+    assert s.masked()["secure_key"] == "****"
+    assert s.masked()["secure_key_previous"] == "(unset)"
+    assert s.masked()["admin_user"] == "root"
+
+
+def test_load_reads_the_process_environment(monkeypatch, tmp_path):
+    """load() with no argument reads os.environ (the app's path)."""
+    for name in list(os.environ):
+        if name.startswith(("SOCIALOS_", "PUSHER_", "SESSION_", "MONGODB_", "SECURE_KEY")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SESSION_TTL", "61")
+    s = settings.load()
+    assert s.embedded and s.session_ttl == 61
