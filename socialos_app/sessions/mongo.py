@@ -43,16 +43,17 @@ _FIELDS = ("username", "name", "admin", "sealed", "created", "accessed", "expire
            "handle", "user_agent", "address")
 
 
-def connect(uri, timeout_ms=2000, pool_size=20):
+def connect(uri, timeout_ms=2000, pool_size=20, **client_options):
     """Register the mongoengine connection. Lazy: nothing is sent until first use.
 
     Bounded server-selection and socket timeouts turn a dead database into a
-    prompt 503 instead of a hung request thread.
+    prompt 503 instead of a hung request thread. ``client_options`` go to
+    ``MongoClient`` as they are (tests pass ``event_listeners``).
     """
     me.disconnect(ALIAS)
     return me.connect(host=uri, alias=ALIAS, serverSelectionTimeoutMS=timeout_ms,
                       connectTimeoutMS=timeout_ms, socketTimeoutMS=timeout_ms * 2,
-                      maxPoolSize=pool_size, retryWrites=True, tz_aware=False)
+                      maxPoolSize=pool_size, retryWrites=True, tz_aware=False, **client_options)
 
 
 def _record(doc):

@@ -1,0 +1,281 @@
+"""The session engine over the real MongoDB backend (SecantusDB), in-process.
+
+The engine and store are driven only through their public methods; the
+database is inspected and aged through a separate pymongo client, and
+every command the store sends is counted with pymongo's command monitoring.
+"""
+
+import secrets
+import threading
+from datetime import timedelta
+
+import mongoengine as me
+import pytest
+from pymongo import monitoring
+
+from socialos_app.crypto import Keyring, SessionKey, new_token
+from socialos_app.sessions import Credentials, SessionEngine
+from socialos_app.sessions.engine import utcnow
+from socialos_app.sessions.mongo import ALIAS, MongoSessionStore, connect
+
+IDLE = 600
+MAX_AGE = 3600
+CREDS = Credentials(token="upstream-token", password="upstream-key-password")
+
+
+class Commands(monitoring.CommandListener):
+    """Every command the store's client sends to one database."""
+
+    def __init__(self, database):
+        self.database = database
+        self.lock = threading.Lock()
+        self.names = []
+
+    def started(self, event):
+        if event.database_name == self.database:
+            with self.lock:
+                self.names.append(event.command_name)
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+    def clear(self):
+        with self.lock:
+            self.names.clear()
+
+    def count(self, *names):
+        with self.lock:
+            return sum(1 for n in self.names if n in names)
+
+    @property
+    def writes(self):
+        return self.count("insert", "update", "delete", "findAndModify")
+
+    @property
+    def reads(self):
+        return self.count("find", "aggregate", "count")
+
+
+@pytest.fixture
+def sessions(db):
+    """A store on a database of its own, its command log, and a raw view of its collection."""
+    name = "sess_" + secrets.token_hex(4)
+    commands = Commands(name)
+    connect(db.uri_for(name), event_listeners=[commands])
+    store = MongoSessionStore()
+    raw = db.client()
+    yield store, commands, raw[name]["sessions"]
+    raw.drop_database(name)
+    raw.close()
+    me.disconnect(ALIAS)
+
+
+def make_engine(store, key=None, idle=IDLE, max_age=MAX_AGE):
+    engine = SessionEngine(store, Keyring(key or secrets.token_bytes(32)), idle, max_age)
+    engine.setup()
+    return engine
+
+
+@pytest.fixture
+def engine(sessions):
+    store, _commands, _raw = sessions
+    return make_engine(store)
+
+
+# -- indexes ----------------------------------------------------------------------------
+def test_ttl_indexes_expire_idle_and_old_sessions(sessions, engine):
+    _store, _commands, raw = sessions
+    indexes = raw.index_information()
+    idle = next(i for i in indexes.values() if i["key"] == [("accessed", 1)])
+    assert idle["expireAfterSeconds"] == IDLE
+    absolute = next(i for i in indexes.values() if i["key"] == [("expires", 1)])
+    assert absolute["expireAfterSeconds"] == 0
+
+
+def test_changing_the_idle_timeout_updates_the_ttl_index_in_place(sessions, engine):
+    store, _commands, raw = sessions
+    token, _ = engine.start("ann", "Ann", False, CREDS)
+    make_engine(store, idle=1800)  # the app restarted with another SESSION_TTL
+    idle = [i for i in raw.index_information().values() if i["key"] == [("accessed", 1)]]
+    assert len(idle) == 1 and idle[0]["expireAfterSeconds"] == 1800
+    make_engine(store, idle=1800)  # and again: idempotent
+    idle = [i for i in raw.index_information().values() if i["key"] == [("accessed", 1)]]
+    assert len(idle) == 1 and idle[0]["expireAfterSeconds"] == 1800
+    assert engine.resume(token) is not None  # sessions survive the change
+
+
+# -- start / resume ---------------------------------------------------------------------
+def test_start_then_resume_returns_the_credentials(sessions, engine):
+    _store, _commands, raw = sessions
+    token, record = engine.start("ann", "Ann Example", True, CREDS, user_agent="UA/1", address="127.0.0.1")
+    found = engine.resume(token)
+    assert found is not None
+    again, creds = found
+    assert creds == CREDS
+    assert (again.username, again.name, again.admin) == ("ann", "Ann Example", True)
+    assert again.id == record.id
+    # What the database holds: no token, no key password, the record id under the key.
+    doc = raw.find_one({"_id": record.id})
+    assert doc is not None
+    assert doc["_id"] == engine.keyring.current.record_id(token)
+    stored = repr(doc)
+    assert token not in stored and CREDS.password not in stored and CREDS.token not in stored
+    assert doc["expires"] - doc["created"] == timedelta(seconds=MAX_AGE)
+
+
+def test_each_start_makes_a_new_token(sessions, engine):
+    tokens = {engine.start("ann", "Ann", False, CREDS)[0] for _ in range(5)}
+    assert len(tokens) == 5
+
+
+def test_unknown_and_garbage_tokens_resume_nothing(sessions, engine):
+    _store, commands, _raw = sessions
+    engine.start("ann", "Ann", False, CREDS)
+    commands.clear()
+    assert engine.resume(new_token()) is None          # well-formed, unknown: one read, no error
+    assert commands.reads == 1 and commands.writes == 0
+    commands.clear()
+    for junk in ("", "x", "a" * 200, "../../etc/passwd", "a" * 42 + "!", None, 42, "{'$ne': 1}"):
+        assert engine.resume(junk) is None
+    assert commands.names == []                         # junk never reaches the database
+
+
+def test_a_session_of_another_server_secret_is_not_resumed(sessions, engine):
+    store, _commands, _raw = sessions
+    token, _ = engine.start("ann", "Ann", False, CREDS)
+    assert make_engine(store).resume(token) is None
+
+
+def test_a_tampered_record_is_not_resumed(sessions, engine):
+    _store, _commands, raw = sessions
+    token, record = engine.start("ann", "Ann", False, CREDS)
+    sealed = bytearray(raw.find_one({"_id": record.id})["sealed"])
+    sealed[20] ^= 1
+    raw.update_one({"_id": record.id}, {"$set": {"sealed": bytes(sealed)}})
+    assert engine.resume(token) is None
+
+
+# -- expiry -----------------------------------------------------------------------------
+def test_idle_expiry_is_enforced_on_read(sessions, engine):
+    _store, _commands, raw = sessions
+    token, record = engine.start("ann", "Ann", False, CREDS)
+    raw.update_one({"_id": record.id}, {"$set": {"accessed": utcnow() - timedelta(seconds=IDLE - 30)}})
+    assert engine.resume(token) is not None            # not idle long enough yet
+    raw.update_one({"_id": record.id}, {"$set": {"accessed": utcnow() - timedelta(seconds=IDLE + 1)}})
+    assert engine.resume(token) is None
+    assert raw.find_one({"_id": record.id}) is None    # and the record is gone for good
+
+
+def test_absolute_expiry_is_enforced_on_read_even_when_active(sessions, engine):
+    _store, _commands, raw = sessions
+    token, record = engine.start("ann", "Ann", False, CREDS)
+    raw.update_one({"_id": record.id}, {"$set": {"expires": utcnow() + timedelta(seconds=30)}})
+    assert engine.resume(token) is not None
+    raw.update_one({"_id": record.id}, {"$set": {"expires": utcnow() - timedelta(seconds=1),
+                                                 "accessed": utcnow()}})
+    assert engine.resume(token) is None
+    assert raw.find_one({"_id": record.id}) is None
+
+
+# -- one read per request, a write at most once a minute -------------------------------
+def test_resume_reads_once_and_touches_at_most_once_a_minute(sessions, engine):
+    _store, commands, raw = sessions
+    commands.clear()
+    token, record = engine.start("ann", "Ann", False, CREDS)
+    accessed = raw.find_one({"_id": record.id})["accessed"]
+    for i in range(10):
+        assert engine.resume(token) is not None
+        assert commands.reads == i + 1                  # exactly one read per resume
+    assert commands.writes == 1                         # the insert only: no touch within a minute
+    assert commands.count("insert") == 1
+    assert raw.find_one({"_id": record.id})["accessed"] == accessed
+
+    two_minutes_ago = utcnow() - timedelta(minutes=2)
+    raw.update_one({"_id": record.id}, {"$set": {"accessed": two_minutes_ago}})
+    commands.clear()
+    assert engine.resume(token) is not None
+    assert commands.reads == 1 and commands.writes == 1 and commands.count("update") == 1
+    touched = raw.find_one({"_id": record.id})["accessed"]
+    assert touched > two_minutes_ago + timedelta(seconds=100)
+
+    commands.clear()
+    for _ in range(5):
+        assert engine.resume(token) is not None
+    assert commands.reads == 5 and commands.writes == 0
+    assert raw.find_one({"_id": record.id})["accessed"] == touched
+
+
+# -- end and the owner's device list ----------------------------------------------------
+def test_end_deletes_the_session(sessions, engine):
+    _store, _commands, raw = sessions
+    token, record = engine.start("ann", "Ann", False, CREDS)
+    other, _ = engine.start("ann", "Ann", False, CREDS)
+    assert engine.end(token) is True
+    assert raw.find_one({"_id": record.id}) is None
+    assert engine.resume(token) is None
+    assert engine.end(token) is False
+    assert engine.end("garbage") is False
+    assert engine.resume(other) is not None             # only that one session ended
+
+
+def test_list_user_and_destroy_where(sessions, engine):
+    store, _commands, _raw = sessions
+    started = [engine.start("ann", "Ann", False, CREDS, user_agent=f"device-{i}") for i in range(3)]
+    ben, _ = engine.start("ben", "Ben", False, CREDS)
+
+    listed = store.list_user("ann")
+    assert [r.user_agent for r in listed] == ["device-2", "device-1", "device-0"]  # newest first
+    assert all(r.username == "ann" for r in listed)
+    assert len({r.handle for r in listed}) == 3 and all(len(r.handle) == 12 for r in listed)
+    assert store.list_user("nobody") == []
+
+    # Sign out one device by its handle: never another user's, never the current one.
+    victim = started[1][1]
+    assert store.destroy_where("ben", handle=victim.handle) == 0
+    assert store.destroy_where("ann", handle=victim.handle, keep_id=victim.id) == 0
+    assert store.destroy_where("ann", handle=victim.handle) == 1
+    assert engine.resume(started[1][0]) is None
+    assert engine.resume(started[0][0]) is not None
+
+    # Sign out everywhere else.
+    keep = started[2][1]
+    assert store.destroy_where("ann", keep_id=keep.id) == 1
+    assert [r.id for r in store.list_user("ann")] == [keep.id]
+    assert engine.resume(started[2][0]) is not None
+    assert engine.resume(ben) is not None
+
+
+def test_stats_count_live_sessions_only(sessions, engine):
+    store, _commands, raw = sessions
+    engine.start("ann", "Ann", False, CREDS)
+    engine.start("ann", "Ann", False, CREDS)
+    engine.start("ben", "Ben", False, CREDS)
+    _, idle = engine.start("cat", "Cat", False, CREDS)
+    _, old = engine.start("dan", "Dan", False, CREDS)
+    now = utcnow()
+    raw.update_one({"_id": idle.id}, {"$set": {"accessed": now - timedelta(seconds=IDLE + 5)}})
+    raw.update_one({"_id": old.id}, {"$set": {"expires": now - timedelta(seconds=5)}})
+
+    stats = store.stats(utcnow(), IDLE)
+    assert stats["active"] == 3
+    assert stats["users"] == 2
+    assert set(stats["by_hour"]) == set(range(24))
+    assert sum(stats["by_hour"].values()) == 3
+    assert stats["by_hour"][now.hour] + stats["by_hour"][(now.hour + 1) % 24] == 3
+
+
+def test_ping_answers_when_the_database_does(sessions):
+    store, _commands, _raw = sessions
+    store.ping()  # raises StoreUnavailable otherwise (see test_faults.py)
+
+
+def test_record_id_is_the_keyed_hash_of_the_token(sessions):
+    store, _commands, raw = sessions
+    key = secrets.token_bytes(32)
+    engine = make_engine(store, key=key)
+    token, _ = engine.start("ann", "Ann", False, CREDS)
+    assert raw.find_one({"_id": SessionKey(key).record_id(token)}) is not None
+    assert raw.count_documents({}) == 1
