@@ -95,7 +95,6 @@ def unexpected_error():
     """``request.error_response``: log the traceback, show the 500 page."""
     log.error("unhandled error on %s %s\n%s", cherrypy.serving.request.method,
               cherrypy.serving.request.path_info, traceback.format_exc())
-    cherrypy.serving.response.headers.pop("Set-Cookie", None)
     cherrypy.HTTPError(500, "The server hit a problem. It has been logged; please try again.").set_response()
 
 

@@ -214,3 +214,20 @@ def test_admin_pages_render_without_errors_and_screenshots(page):
 
     for name in ("login", "dashboard", "presence", "admin"):
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 1000
+
+
+def test_csp_blocks_injected_inline_script_and_is_reported(page):
+    """An injected inline script (as an XSS would add) does not run; the browser
+    reports the CSP violation as a console error, which is what the per-test
+    check above relies on to catch CSP breakage on the real pages."""
+    page.goto("/login")
+    page.evaluate("""() => {
+        const s = document.createElement("script");
+        s.textContent = "window.__injected = true;";
+        document.body.appendChild(s);
+    }""")
+    page.wait_for_function("() => true")
+    assert page.evaluate("() => window.__injected === undefined")
+    reported = [p for p in page.problems if "Content Security Policy" in p]
+    assert reported, page.problems
+    page.problems.clear()  # expected here; the fixture must not fail this test for it
