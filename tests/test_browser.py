@@ -49,10 +49,6 @@ def page(browser, app):
     assert not problems, "JavaScript console errors:\n" + "\n".join(problems)
 
 
-def path_of(pg):
-    return "/" + pg.url.split("/", 3)[3] if pg.url.count("/") >= 3 else "/"
-
-
 def sign_in(pg, username="demo", password="demo"):
     pg.goto("/login")
     pg.fill("#username", username)
@@ -221,13 +217,13 @@ def test_csp_blocks_injected_inline_script_and_is_reported(page):
     reports the CSP violation as a console error, which is what the per-test
     check above relies on to catch CSP breakage on the real pages."""
     page.goto("/login")
-    page.evaluate("""() => {
-        const s = document.createElement("script");
-        s.textContent = "window.__injected = true;";
-        document.body.appendChild(s);
-    }""")
-    page.wait_for_function("() => true")
+    with page.expect_console_message(lambda m: "Content Security Policy" in m.text) as violation:
+        page.evaluate("""() => {
+            const s = document.createElement("script");
+            s.textContent = "window.__injected = true;";
+            document.body.appendChild(s);
+        }""")
+    assert violation.value.type == "error"
     assert page.evaluate("() => window.__injected === undefined")
-    reported = [p for p in page.problems if "Content Security Policy" in p]
-    assert reported, page.problems
+    assert any("Content Security Policy" in p for p in page.problems), page.problems
     page.problems.clear()  # expected here; the fixture must not fail this test for it

@@ -35,6 +35,9 @@ CONTRACT_SETTINGS = {
     "PUSHER_HOST", "PUSHER_PORT", "PUSHER_SCHEME", "PUSHER_CHANNEL", "DATA_DIR",
     "SANDBOX_API_PORT", "SANDBOX_PUSHER_PORT", "EMBEDDED_DB_PORT",
 }
+# Read only in embedded mode, or fixed by the image (HOST, PORT) / by compose.
+NOT_FOR_COMPOSE = {"HOST", "PORT", "DATA_DIR", "SANDBOX_API_PORT", "SANDBOX_PUSHER_PORT",
+                   "EMBEDDED_DB_PORT"}
 SECRET_NAME = re.compile(r"SECURE_KEY|PASSWORD|SECRET")
 # The sandbox's published demo credentials: the only literal ones allowed, and
 # only in services that run under the dev profile alone.
@@ -305,6 +308,8 @@ def test_compose_app_service():
     assert [interpolate(p) for p in app["ports"]] == ["8080:8080"]
     env = environment(app)
     assert env["MONGODB_URI"] == "mongodb://mongo:27017/socialos"
+    missing = settings_read_by_code() - NOT_FOR_COMPOSE - set(env)
+    assert not missing, f"settings the app reads that docker-compose.yml never passes: {sorted(missing)}"
     for name in ("SOCIALOS_API_URL", "SOCIALOS_ADMIN_URL", "SOCIALOS_ADMIN_USER",
                  "SOCIALOS_ADMIN_PASSWORD", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET"):
         m = REFERENCE.fullmatch(str(env.get(name)))
@@ -461,3 +466,47 @@ def test_runtime_dependency_tree_is_pinned_in_constraints():
             child = Requirement(text)
             if child.marker is None or child.marker.evaluate({"extra": ""}):
                 todo.append(child)
+
+
+def runtime_closure():
+    """Canonical names of the distributions `pip install .` brings in."""
+    todo, seen = list(runtime_requirements()), set()
+    while todo:
+        req = todo.pop()
+        name = canonical(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(req.name)
+        except metadata.PackageNotFoundError:
+            continue
+        todo.extend(child for child in map(Requirement, dist.requires or [])
+                    if child.marker is None or child.marker.evaluate({"extra": ""}))
+    return seen
+
+
+def test_image_code_imports_only_runtime_dependencies():
+    """The image has no embedded/test extras: what app.py and the package
+    (sandbox included: the dev profile runs it) import must come with `pip install .`."""
+    import ast
+
+    owners = metadata.packages_distributions()
+    closure = runtime_closure()
+    stray = {}
+    for path in [ROOT / "app.py", *sorted((ROOT / "socialos_app").rglob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in sys.stdlib_module_names or top == "socialos_app":
+                    continue
+                dists = {canonical(d) for d in owners.get(top, [top])}
+                if not dists & closure:
+                    stray.setdefault(top, []).append(str(path.relative_to(ROOT)))
+    assert not stray, f"imported by the image's code but not a runtime dependency: {stray}"
