@@ -56,7 +56,7 @@ USER 10001:10001
 EXPOSE 8080
 
 # slim has no curl: ask /healthz with the standard library (a 503 raises -> exit 1).
-HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; url = 'http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'); sys.exit(urllib.request.urlopen(url, timeout=4).status != 200)"]
 
 # Exec form: python is PID 1 and receives SIGTERM itself; the app stops

@@ -96,14 +96,17 @@ class PusherEndpoints:
             return _json(400, {"error": "bad socket_id"})
         if not isinstance(channel_name, str):
             return _json(400, {"error": "bad channel_name"})
-        if valid_presence_channel(channel_name):
-            self.services.presence.remember(user.username, user.name)
-            body = pusher.authorize(socket_id, channel_name, user_id=user.username,
-                                    user_info={"name": user.name})
-        elif valid_private_channel(channel_name):
-            body = pusher.authorize(socket_id, channel_name)
-        else:
-            return _json(400, {"error": "only private- and presence- channels need authorization"})
+        try:
+            if valid_presence_channel(channel_name):
+                self.services.presence.remember(user.username, user.name)
+                body = pusher.authorize(socket_id, channel_name, user_id=user.username,
+                                        user_info={"name": user.name})
+            elif valid_private_channel(channel_name):
+                body = pusher.authorize(socket_id, channel_name)
+            else:
+                return _json(400, {"error": "only private- and presence- channels need authorization"})
+        except ValueError as exc:  # e.g. private-encrypted-: we hold no encryption master key
+            return _json(400, {"error": str(exc)})
         return _json(200, body)
 
     @cherrypy.expose

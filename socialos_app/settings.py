@@ -61,7 +61,9 @@ class Settings:
     log_level: str = "INFO"
     thread_pool: int = 16
     upstream_connect_timeout: float = 3.05
-    upstream_read_timeout: float = 10.0
+    upstream_read_timeout: float = 5.0
+    # Behind a reverse proxy: trust X-Forwarded-Proto/Host/For for redirects and client addresses.
+    trusted_proxy: bool = False
     db_timeout_ms: int = 2000
     max_body_bytes: int = 64 * 1024
     login_max_failures: int = 5
@@ -288,6 +290,8 @@ def load(environ=None, conf=None, flags=None):
     previous = tuple(decode_key(part, "SECURE_KEY_PREVIOUS")
                      for part in get("SECURE_KEY_PREVIOUS").split(",") if part.strip())
     values["secure_key_previous"] = previous
+
+    values["trusted_proxy"] = _flag("TRUSTED_PROXY", get("TRUSTED_PROXY", "0"))
 
     cookie_secure = get("COOKIE_SECURE")
     if cookie_secure:

@@ -128,6 +128,10 @@ def app_config(services):
             "tools.secure_headers.csp": _csp(s),
             "tools.request_timer.on": True,
             "tools.request_log.on": True,
+            # Behind a load balancer: scheme, host and client address from X-Forwarded-*.
+            "tools.proxy.on": s.trusted_proxy,
+            "tools.proxy.local": "X-Forwarded-Host",
+            "tools.proxy.remote": "X-Forwarded-For",
             "error_page.default": error_page,
             "request.error_response": unexpected_error,
             "request.show_tracebacks": False,

@@ -1,0 +1,328 @@
+"""/presence, /pusher/auth and /pusher/webhook end to end, against the Pusher
+sandbox (which checks every signed call as Pusher does) and the app's database."""
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from conftest import csrf_from, sign_in
+from support import App, app_env
+
+TIMEOUT = 10
+APP_ID, KEY, SECRET = "demo", "demo-key", "demo-secret"
+
+
+# -- helpers ---------------------------------------------------------------------
+def get(session, app, path, **kw):
+    return session.get(app.url(path), allow_redirects=False, timeout=TIMEOUT, **kw)
+
+
+def fresh_channel():
+    return "presence-t-" + secrets.token_hex(5)
+
+
+def members_url(sandbox, channel):
+    return f"{sandbox.pusher_url}/_sandbox/apps/{APP_ID}/channels/{channel}/members"
+
+
+def add_member(sandbox, channel, user_id, user_info=None):
+    body = {"user_id": user_id}
+    if user_info is not None:
+        body["user_info"] = user_info
+    requests.post(members_url(sandbox, channel), json=body, timeout=5).raise_for_status()
+
+
+def remove_member(sandbox, channel, user_id):
+    requests.delete(f"{members_url(sandbox, channel)}/{user_id}", timeout=5).raise_for_status()
+
+
+def listed(html):
+    """``[(id, text)]`` of the member list on a presence page."""
+    return [(m.group(1), re.sub(r"<[^>]+>", "", m.group(2)).strip())
+            for m in re.finditer(r'<li data-id="([^"]*)">(.*?)</li>', html, re.S)]
+
+
+def member_count(html):
+    return int(re.search(r'<strong id="member-count">(\d+)</strong>', html).group(1))
+
+
+def page_csrf(html):
+    return re.search(r'data-csrf="([0-9a-f]{64})"', html).group(1)
+
+
+def database(db, app):
+    name = urlsplit(app.env["MONGODB_URI"]).path.lstrip("/")
+    return db.client()[name]
+
+
+@pytest.fixture
+def demo(signed_in, app):
+    """A signed-in demo browser and the CSRF token its presence page carries."""
+    page = get(signed_in, app, "/presence")
+    assert page.status_code == 200
+    return signed_in, page_csrf(page.text)
+
+
+# -- the page --------------------------------------------------------------------
+def test_presence_needs_sign_in(app):
+    answer = requests.get(app.url("/presence?channel=presence-lobby"), allow_redirects=False, timeout=TIMEOUT)
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == app.url("/login?next=%2Fpresence%3Fchannel%3Dpresence-lobby")
+
+
+def test_the_lobby_lists_its_members_by_name(signed_in, app):
+    page = get(signed_in, app, "/presence")
+    assert page.status_code == 200
+    members = dict(listed(page.text))
+    assert members.get("ada", "").startswith("Ada Lovelace")
+    assert members.get("grace", "").startswith("Grace Hopper")
+    assert members.get("linus", "").startswith("Linus Torvalds")
+    assert member_count(page.text) == len(members) >= 3
+    assert "<code>presence-lobby</code>" in page.text
+
+
+def test_members_come_and_go_on_reload(signed_in, app, sandbox):
+    channel = fresh_channel()
+    empty = get(signed_in, app, f"/presence?channel={channel}")
+    assert empty.status_code == 200
+    assert member_count(empty.text) == 0 and "No one is here right now." in empty.text
+
+    add_member(sandbox, channel, "alice")                     # a Social OS user: named from her profile
+    add_member(sandbox, channel, "visitor-42", {"name": "x"})  # not a Social OS user: shown by id
+    page = get(signed_in, app, f"/presence?channel={channel}").text
+    assert member_count(page) == 2
+    assert dict(listed(page)) == {"alice": "Alice Liddell @alice", "visitor-42": "visitor-42"}
+    assert "1 member " not in page and "members in" in page
+
+    remove_member(sandbox, channel, "alice")
+    page = get(signed_in, app, f"/presence?channel={channel}").text
+    assert member_count(page) == 1 and "1</strong> member in" in page
+    assert [m for m, _ in listed(page)] == ["visitor-42"]
+
+
+@pytest.mark.parametrize("channel", [
+    "private-x", "presence-bad!char", "presence-" + "a" * 156, "", "presence-", "lobby",
+    "presence-<script>", "presence-a b", "presence-\u00e9t\u00e9",
+])
+def test_a_bad_channel_name_is_a_400_page(signed_in, app, channel):
+    answer = signed_in.get(app.url("/presence"), params={"channel": channel}, allow_redirects=False,
+                           timeout=TIMEOUT)
+    assert answer.status_code == 400
+    assert "A presence channel name starts with" in answer.text
+    assert "Traceback" not in answer.text and "<script>" not in answer.text
+
+
+def test_the_longest_channel_name_is_fine(signed_in, app):
+    channel = "presence-" + "a" * 155  # 164 characters: Pusher's limit
+    answer = get(signed_in, app, f"/presence?channel={channel}")
+    assert answer.status_code == 200 and member_count(answer.text) == 0
+
+
+def test_pusher_failing_is_a_page_with_a_sentence(signed_in, app, sandbox):
+    sandbox.fault("pusher", status=500, path_prefix="/apps/", count=1)
+    answer = get(signed_in, app, "/presence")
+    assert answer.status_code == 502
+    assert "Pusher refused the member list request (500)" in answer.text
+    assert "Traceback" not in answer.text and "<h1>Who's here</h1>" in answer.text
+    assert get(signed_in, app, "/presence").status_code == 200  # and it recovers
+
+
+@pytest.fixture(scope="module")
+def quick_app(db, sandbox):
+    """An app that gives up on the upstreams after half a second."""
+    server = App(app_env(db, sandbox, UPSTREAM_READ_TIMEOUT="0.5")).start()
+    yield server
+    server.stop()
+
+
+def test_pusher_slow_is_a_page_in_bounded_time(quick_app, sandbox):
+    s, answer = sign_in(quick_app)
+    assert answer.status_code == 303
+    sandbox.fault("pusher", delay=3, path_prefix="/apps/", count=1)
+    started = time.monotonic()
+    slow = get(s, quick_app, "/presence")
+    elapsed = time.monotonic() - started
+    assert slow.status_code == 504
+    assert "Pusher did not answer in time" in slow.text and "Traceback" not in slow.text
+    assert elapsed < 2.5, f"{elapsed:.1f}s with a 0.5s read timeout"
+    sandbox.clear_faults()
+    assert get(s, quick_app, "/presence").status_code == 200
+
+
+# -- /pusher/auth -------------------------------------------------------------------
+def auth(session, app, socket_id="1234.5678", channel="presence-lobby", csrf=None, header=True, **extra):
+    data = {"socket_id": socket_id, "channel_name": channel, **extra}
+    headers = {}
+    if csrf is not None:
+        if header:
+            headers["X-CSRF-Token"] = csrf
+        else:
+            data["csrf_token"] = csrf
+    return session.post(app.url("/pusher/auth"), data=data, headers=headers, allow_redirects=False,
+                        timeout=TIMEOUT)
+
+
+def sign(text):
+    return hmac.new(SECRET.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def test_auth_signed_out_is_403(app):
+    bare = auth(requests.Session(), app)
+    assert bare.status_code == 403 and "Traceback" not in bare.text
+    # Even with a valid sign-in form token (a signed-out browser's only kind) it is no.
+    s = requests.Session()
+    token = csrf_from(s.get(app.url("/login"), timeout=TIMEOUT).text)
+    answer = auth(s, app, csrf=token, header=False)
+    assert answer.status_code == 403
+    assert answer.headers["Content-Type"].startswith("application/json")
+    assert "auth" not in answer.json()
+
+
+def test_auth_for_a_presence_channel(demo, app):
+    s, csrf = demo
+    answer = auth(s, app, csrf=csrf)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"].startswith("application/json")
+    body = answer.json()
+    assert set(body) == {"auth", "channel_data"}
+    member = json.loads(body["channel_data"])
+    assert member == {"user_id": "demo", "user_info": {"name": "Demo User"}}
+    key, _, signature = body["auth"].partition(":")
+    assert key == KEY
+    assert hmac.compare_digest(signature, sign(f"1234.5678:presence-lobby:{body['channel_data']}"))
+
+
+def test_auth_for_a_private_channel_with_the_form_field(demo, app):
+    s, csrf = demo
+    answer = auth(s, app, channel="private-notes", csrf=csrf, header=False)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body) == {"auth"}
+    assert body["auth"] == f"{KEY}:{sign('1234.5678:private-notes')}"
+
+
+@pytest.mark.parametrize("socket_id", ["1234", "1234.", ".5678", "abc.def", "1234.5678:x", "1234.5678\n",
+                                       "1" * 21 + ".1", "", "-1.2", "\u0661\u0662.\u0663"])
+def test_auth_refuses_a_bad_socket_id(demo, app, socket_id):
+    s, csrf = demo
+    answer = auth(s, app, socket_id=socket_id, csrf=csrf)
+    assert answer.status_code == 400
+    assert "auth" not in answer.json()
+
+
+@pytest.mark.parametrize("channel", ["lobby", "public-chat", "private-", "presence-", "private-bad!",
+                                     "private-encrypted-x", ""])
+def test_auth_refuses_channels_that_need_no_or_no_such_authorization(demo, app, channel):
+    s, csrf = demo
+    answer = auth(s, app, channel=channel, csrf=csrf)
+    assert answer.status_code == 400
+    assert "auth" not in answer.json()
+
+
+def test_auth_needs_the_csrf_token(demo, app):
+    s, csrf = demo
+    assert auth(s, app).status_code == 403
+    assert auth(s, app, csrf="0" * 64).status_code == 403
+    other, _ = sign_in(app)
+    other_csrf = page_csrf(get(other, app, "/presence").text)
+    assert auth(s, app, csrf=other_csrf).status_code == 403  # another session's token
+    assert auth(s, app, csrf=csrf).status_code == 200
+
+
+def test_auth_is_post_only(demo, app):
+    s, _ = demo
+    answer = get(s, app, "/pusher/auth?socket_id=1234.5678&channel_name=presence-lobby")
+    assert answer.status_code == 405
+    assert "auth" not in answer.text
+
+
+# -- /pusher/webhook ------------------------------------------------------------------
+def webhook(app, body, key=KEY, signature=None, secret=SECRET):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["X-Pusher-Key"] = key
+    if signature is None and secret is not None:
+        signature = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    if signature is not None:
+        headers["X-Pusher-Signature"] = signature
+    return requests.post(app.url("/pusher/webhook"), data=raw, headers=headers, timeout=TIMEOUT)
+
+
+def events(*items):
+    return {"time_ms": int(time.time() * 1000), "events": list(items)}
+
+
+def channels_of(db, app, user_id):
+    doc = database(db, app)["presence_members"].find_one({"_id": user_id})
+    return None if doc is None else sorted(doc.get("channels", []))
+
+
+def test_webhooks_keep_the_member_directory(app, db):
+    channel = fresh_channel()
+    user = "wh-" + secrets.token_hex(4)
+    added = webhook(app, events({"name": "member_added", "channel": channel, "user_id": user}))
+    assert added.status_code == 200, added.text
+    assert channels_of(db, app, user) == [channel]
+
+    other = fresh_channel()
+    assert webhook(app, events({"name": "member_added", "channel": other, "user_id": user})).status_code == 200
+    assert channels_of(db, app, user) == sorted([channel, other])
+
+    removed = webhook(app, events({"name": "member_removed", "channel": channel, "user_id": user}))
+    assert removed.status_code == 200
+    assert channels_of(db, app, user) == [other]
+
+    vacated = webhook(app, events({"name": "channel_vacated", "channel": other}))
+    assert vacated.status_code == 200
+    assert channels_of(db, app, user) == []
+
+
+@pytest.mark.parametrize("case", ["wrong key", "wrong signature", "wrong secret", "no signature",
+                                  "no key", "unsigned"])
+def test_a_webhook_that_is_not_from_pusher_is_401_and_changes_nothing(app, db, case):
+    user = "forged-" + secrets.token_hex(4)
+    body = events({"name": "member_added", "channel": fresh_channel(), "user_id": user})
+    kwargs = {
+        "wrong key": {"key": "other-key"},
+        "wrong signature": {"signature": "0" * 64},
+        "wrong secret": {"secret": "not-the-secret"},
+        "no signature": {"secret": None},
+        "no key": {"key": None},
+        "unsigned": {"key": None, "secret": None},
+    }[case]
+    answer = webhook(app, body, **kwargs)
+    assert answer.status_code == 401
+    assert answer.headers["Content-Type"].startswith("application/json")
+    assert channels_of(db, app, user) is None
+
+
+def test_a_webhook_with_a_signature_over_other_bytes_is_401(app, db):
+    user = "forged-" + secrets.token_hex(4)
+    signed = json.dumps(events({"name": "channel_occupied", "channel": "presence-x"})).encode()
+    sent = json.dumps(events({"name": "member_added", "channel": "presence-x", "user_id": user})).encode()
+    sig = hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert webhook(app, sent, signature=sig).status_code == 401
+    assert channels_of(db, app, user) is None
+
+
+@pytest.mark.parametrize("body", [b"not json", b"", b"\xff\xfe\x00", b"[]", b'{"events": "x"}', b"null",
+                                  b'{"time_ms": 1}', b"{" * 5000])
+def test_a_signed_body_that_is_not_a_webhook_is_400(app, body):
+    answer = webhook(app, body)
+    assert answer.status_code == 400, answer.text
+    assert "Traceback" not in answer.text
+
+
+def test_webhook_events_of_other_kinds_are_ignored(app):
+    answer = webhook(app, events({"name": "client_event", "channel": "presence-x", "event": "x"},
+                                 {"name": "member_added", "channel": 7, "user_id": "x"}, "junk"))
+    assert answer.status_code == 200
+    assert answer.json()["handled"] == 0

@@ -1,0 +1,82 @@
+"""Rotating SECURE_KEY: with the old key as SECURE_KEY_PREVIOUS nobody is
+signed out and sessions move to the new key as they are used; without it,
+old sessions end."""
+
+import secrets
+
+import pytest
+
+from conftest import csrf_from, sign_in
+from socialos_app.crypto import SessionKey
+
+
+@pytest.fixture
+def shared(db):
+    """One database name for every app of the test, and a raw view of its sessions."""
+    name = "rot_" + secrets.token_hex(4)
+    client = db.client()
+    yield db.uri_for(name), client[name]["sessions"]
+    client.drop_database(name)
+    client.close()
+
+
+def dashboard(app, s):
+    return s.get(app.url("/dashboard"), allow_redirects=False, timeout=10)
+
+
+def test_rotation_keeps_everyone_signed_in_and_reseals(start_app, shared):
+    uri, sessions = shared
+    k1, k2 = secrets.token_bytes(32), secrets.token_bytes(32)
+
+    a = start_app(MONGODB_URI=uri, SECURE_KEY=k1.hex())
+    alice, answer = sign_in(a, "alice", "alice")
+    assert answer.status_code == 303
+    idle, answer = sign_in(a, "bob", "bob")  # a session nobody uses during the rotation
+    assert answer.status_code == 303
+    alice_token, idle_token = alice.cookies["session"], idle.cookies["session"]
+    assert sessions.find_one({"_id": SessionKey(k1).record_id(alice_token)}) is not None
+    a.stop()
+
+    b = start_app(MONGODB_URI=uri, SECURE_KEY=k2.hex(), SECURE_KEY_PREVIOUS=k1.hex())
+    page = dashboard(b, alice)
+    assert page.status_code == 200, "rotation signed a user out"
+    assert "alice" in page.text
+    # Re-sealed under K2 on first use: the record moved to its K2 id, the K1 record is gone.
+    moved = sessions.find_one({"_id": SessionKey(k2).record_id(alice_token)})
+    assert moved is not None and moved["username"] == "alice"
+    assert sessions.find_one({"_id": SessionKey(k1).record_id(alice_token)}) is None
+    assert dashboard(b, alice).status_code == 200
+    assert alice.cookies["session"] == alice_token  # the browser's cookie did not have to change
+
+    # A new sign-in on B is made under K2 directly.
+    carol, answer = sign_in(b, "carol", "carol")
+    assert answer.status_code == 303
+    assert sessions.find_one({"_id": SessionKey(k2).record_id(carol.cookies["session"])}) is not None
+    assert sessions.find_one({"_id": SessionKey(k1).record_id(carol.cookies["session"])}) is None
+    b.stop()
+
+    # K1 retired: re-sealed and new sessions still work, a session left under K1 ends.
+    c = start_app(MONGODB_URI=uri, SECURE_KEY=k2.hex())
+    assert dashboard(c, alice).status_code == 200
+    assert dashboard(c, carol).status_code == 200
+    gone = dashboard(c, idle)
+    assert gone.status_code == 303 and gone.headers["Location"].endswith("/login?next=%2Fdashboard")
+    assert idle.cookies.get("session") in (None, "")  # and its cookie is dropped
+    assert idle_token != alice_token
+
+
+def test_a_form_from_before_the_rotation_still_submits(start_app, shared):
+    uri, sessions = shared
+    k1, k2 = secrets.token_bytes(32), secrets.token_bytes(32)
+    a = start_app(MONGODB_URI=uri, SECURE_KEY=k1.hex())
+    s, answer = sign_in(a, "dave", "dave")
+    assert answer.status_code == 303
+    token = csrf_from(dashboard(a, s).text)
+    a.stop()
+
+    b = start_app(MONGODB_URI=uri, SECURE_KEY=k2.hex(), SECURE_KEY_PREVIOUS=k1.hex())
+    out = s.post(b.url("/logout"), data={"csrf_token": token}, allow_redirects=False, timeout=10)
+    assert out.status_code == 303 and out.headers["Location"].endswith("/login")
+    assert dashboard(b, s).status_code == 303
+    assert sessions.count_documents({"username": "dave"}) == 0
+

@@ -1,0 +1,134 @@
+"""Sign-in throttling: five wrong passwords, then a wait that every app
+instance enforces, told the same way for accounts that exist and don't.
+
+Every test gets apps with a database of its own, so counters (per username
+and per address: all of these requests come from 127.0.0.1) never leak
+between tests.
+"""
+
+import html
+import re
+import secrets
+import time
+
+import pytest
+import requests
+
+from conftest import csrf_from
+
+ALERT_RE = re.compile(r'<p class="error" role="alert"[^>]*>(.*?)</p>', re.S)
+
+
+class Browser:
+    """One browser at the sign-in form: fetch the form once, post it as often as needed."""
+
+    def __init__(self, app):
+        self.app = app
+        self.s = requests.Session()
+        self.csrf = csrf_from(self.s.get(app.url("/login"), timeout=10).text)
+
+    def attempt(self, username, password):
+        answer = self.s.post(self.app.url("/login"), timeout=10, allow_redirects=False,
+                             data={"username": username, "password": password, "csrf_token": self.csrf})
+        return answer
+
+
+def alert(answer):
+    match = ALERT_RE.search(answer.text)
+    return html.unescape(match.group(1)).strip() if match else None
+
+
+def fail(browser, username, times=5):
+    for _ in range(times):
+        answer = browser.attempt(username, "wrong-" + secrets.token_hex(4))
+        assert answer.status_code == 200, answer.status_code
+        assert alert(answer) == "Wrong username or password."
+        assert "session" not in browser.s.cookies
+
+
+def assert_throttled(answer):
+    assert answer.status_code == 429, answer.status_code
+    wait = answer.headers.get("Retry-After", "")
+    assert wait.isdigit() and 1 <= int(wait) <= 900
+    message = alert(answer)
+    assert message and message.startswith("Too many failed attempts. Try again in")
+    assert 'name="password"' in answer.text  # still the form, not an error page
+    return int(wait), message
+
+
+def wait_until_allowed(browser, username, password, retry_after):
+    """Poll with the right password until it is let through; bounded by Retry-After."""
+    deadline = time.monotonic() + retry_after + 5
+    while True:
+        answer = browser.attempt(username, password)
+        if answer.status_code != 429:
+            return answer
+        assert time.monotonic() < deadline, "still throttled well past Retry-After"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def shared_uri(db):
+    return db.uri_for("thr_" + secrets.token_hex(4))
+
+
+def test_five_wrong_passwords_then_a_wait_even_for_the_right_one(start_app):
+    app = start_app()
+    b = Browser(app)
+    fail(b, "alice")
+    started = time.monotonic()
+    answer = b.attempt("alice", "alice")
+    retry_after, message = assert_throttled(answer)
+    assert str(retry_after) in message
+    assert "session" not in b.s.cookies
+
+    answer = wait_until_allowed(b, "alice", "alice", retry_after)
+    assert answer.status_code == 303, "the right password did not work after the wait"
+    assert time.monotonic() - started >= retry_after - 1
+    assert b.s.get(app.url("/dashboard"), allow_redirects=False, timeout=10).status_code == 200
+
+    # Success reset the count: four more mistakes are not enough to be throttled again.
+    other = Browser(app)
+    fail(other, "alice", times=4)
+    assert other.attempt("alice", "alice").status_code == 303
+
+
+def test_unknown_and_known_usernames_are_throttled_alike(start_app):
+    app = start_app()
+    known, unknown = Browser(app), Browser(app)
+    for _ in range(5):
+        a = known.attempt("bob", "wrong-password")
+        b = unknown.attempt("nobody-" + "x" * 8, "wrong-password")
+        assert (a.status_code, alert(a)) == (b.status_code, alert(b)) == (200, "Wrong username or password.")
+    a = known.attempt("bob", "bob")
+    b = unknown.attempt("nobody-" + "x" * 8, "whatever")
+    wait_a, message_a = assert_throttled(a)
+    wait_b, message_b = assert_throttled(b)
+    assert (wait_a, message_a) == (wait_b, message_b)
+    # Only that username is held up: another account at the same address signs in.
+    assert Browser(app).attempt("carol", "carol").status_code == 303
+
+
+def test_the_throttle_holds_across_app_instances(start_app, shared_uri):
+    a = start_app(MONGODB_URI=shared_uri)
+    b = start_app(MONGODB_URI=shared_uri)
+    fail(Browser(a), "dave")
+    on_b = Browser(b)
+    retry_after, _ = assert_throttled(on_b.attempt("dave", "dave"))
+    answer = wait_until_allowed(on_b, "dave", "dave", retry_after)
+    assert answer.status_code == 303
+    # B's success cleared the count for A too.
+    on_a = Browser(a)
+    fail(on_a, "dave", times=4)
+    assert on_a.attempt("dave", "dave").status_code == 303
+
+
+def test_many_usernames_from_one_address_are_throttled(start_app):
+    """Guessing across accounts from one address: after four times the limit, everyone there waits."""
+    app = start_app()
+    b = Browser(app)
+    for i in range(20):
+        answer = b.attempt(f"guess{i}", "wrong")
+        assert answer.status_code == 200 and alert(answer) == "Wrong username or password."
+    retry_after, _ = assert_throttled(b.attempt("grace", "grace"))
+    assert wait_until_allowed(b, "grace", "grace", retry_after).status_code == 303
