@@ -71,6 +71,14 @@ class Proc:
             raise RuntimeError(f"{self.name} exited (code {self.proc.returncode}):\n{self.output()[-3000:]}")
         return True
 
+    def cpu_seconds(self):
+        """User + system CPU time the process has used so far (Linux /proc), else 0."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
     def output(self):
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
@@ -140,6 +148,7 @@ class BenchApp:
     """
 
     def __init__(self, db, sandbox, logdir, database="bench"):
+        self.logdir = logdir
         self.port = free_port()
         self.database = database
         self.mongodb_uri = db.uri(database)
@@ -162,8 +171,8 @@ class BenchApp:
             "LOG_LEVEL": "WARNING",
             **PUSHER_APP,
         })
-        self.proc = Proc("app", [PYTHON, "-m", "bench.serve", "--host", "127.0.0.1",
-                                 "--port", str(self.port)], env=env, logdir=logdir)
+        self.env = env
+        self.proc = None
 
     @property
     def secure_key(self):
@@ -172,11 +181,15 @@ class BenchApp:
     def url(self, path="/"):
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def start(self):
-        self.proc.start()
+    def start(self, count_db=False):
+        """Start (or restart) the app; ``count_db`` registers the command counter."""
+        env = {**self.env, "BENCH_COUNT_DB": "1" if count_db else "0"}
+        self.proc = Proc("app", [PYTHON, "-m", "bench.serve", "--host", "127.0.0.1",
+                                 "--port", str(self.port)], env=env, logdir=self.logdir).start()
         wait_for(lambda: self.proc.alive()
                  and requests.get(self.url("/healthz"), timeout=2).status_code == 200, 60, "app")
         return self
 
     def stop(self):
-        self.proc.stop()
+        if self.proc:
+            self.proc.stop()

@@ -12,7 +12,10 @@ server config) and, right after the app is mounted, mounts ``/_bench``:
     /_bench/ram        CherryPy's own RAM sessions (``tools.sessions``), a value read
     /_bench/ram_login  puts that value in a RAM session (once per bench browser)
     /_bench/dbstats    database commands seen by a pymongo CommandListener in this process
-    /_bench/profile    POST start|stop: cProfile the request threads; GET: the top costs
+                       (registered only with BENCH_COUNT_DB=1: a listener costs a little on
+                       every command, so the throughput runs go without it, as production does)
+    /_bench/profile    POST action=start|stop: cProfile the request threads; GET: the top
+                       costs (pstats text, or ``fmt=json``: per request, in µs)
 
 All pages but dbstats/profile carry the app's other tools (CSRF binding,
 security headers, error pages) as the app's own pages do, so a ratio
@@ -22,10 +25,12 @@ between two of them is the cost of the session layer alone.
 import cProfile
 import io
 import json
+import os
 import pstats
 import sys
 import threading
 from collections import Counter
+from pathlib import Path
 
 import cherrypy
 from pymongo import monitoring
@@ -33,6 +38,7 @@ from pymongo import monitoring
 import app as app_module
 from socialos_app import web
 
+ROOT = Path(__file__).resolve().parent.parent
 READS = frozenset({"find", "aggregate", "count", "distinct", "getMore"})
 WRITES = frozenset({"insert", "update", "delete", "findAndModify"})
 
@@ -70,6 +76,7 @@ class CommandCounter(monitoring.CommandListener):
 
 
 COUNTER = CommandCounter()
+COUNTING = os.environ.get("BENCH_COUNT_DB") == "1"
 
 
 class Profiling:
@@ -79,6 +86,7 @@ class Profiling:
         self.lock = threading.Lock()
         self.local = threading.local()
         self.profilers = []
+        self.requests = 0
         self.active = False
 
     def begin(self):
@@ -90,6 +98,8 @@ class Profiling:
             with self.lock:
                 self.profilers.append(prof)
         cherrypy.serving.request._bench_prof = prof
+        with self.lock:
+            self.requests += 1
         prof.enable()
 
     def end(self):
@@ -97,20 +107,46 @@ class Profiling:
         if prof is not None:
             prof.disable()
 
-    def report(self, top=25):
-        """Top functions by own time and by cumulative time, as text."""
+    def _stats(self):
         with self.lock:
             profilers = list(self.profilers)
         if not profilers:
-            return "no profile recorded\n"
+            return None
         stats = pstats.Stats(profilers[0], stream=io.StringIO())
         for prof in profilers[1:]:
             stats.add(prof)
+        return stats
+
+    def report(self, top=30):
+        """Top functions by own time and by cumulative time, as pstats text."""
+        stats = self._stats()
+        if stats is None:
+            return "no profile recorded\n"
         out = io.StringIO()
         stats.stream = out
+        print(f"{self.requests} requests profiled", file=out)
         stats.sort_stats("tottime").print_stats(top)
         stats.sort_stats("cumulative").print_stats(top)
         return out.getvalue()
+
+    def summary(self, top=12):
+        """Per request: the top functions by own time, and the session layer's steps (µs)."""
+        stats = self._stats()
+        if stats is None or not self.requests:
+            return {"requests": 0, "own": [], "steps": []}
+        n = self.requests
+        rows = []
+        for (path, line, func), (_cc, calls, own, cum, _callers) in stats.stats.items():
+            short = path.split("site-packages/")[-1].replace(str(ROOT) + "/", "")
+            rows.append({"function": f"{short}:{line}({func})" if line else func,
+                         "calls": round(calls / n, 2), "own_us": round(own / n * 1e6, 1),
+                         "cum_us": round(cum / n * 1e6, 1)})
+        own = sorted(rows, key=lambda r: r["own_us"], reverse=True)[:top]
+        wanted = ("(resolve_session)", "(resume)", "sessions/mongo.py", "(find_one)", "(record_ids)",
+                  "crypto.py", "(check_csrf)", "(api)", "(_unpack)", "(secure_headers)")
+        steps = sorted((r for r in rows if any(w in r["function"] for w in wanted)),
+                       key=lambda r: r["cum_us"], reverse=True)
+        return {"requests": n, "own": own, "steps": steps}
 
 
 PROFILING = Profiling()
@@ -142,15 +178,18 @@ class BenchPages:
     @cherrypy.expose
     @cherrypy.tools.json_out()
     def dbstats(self):
-        return COUNTER.snapshot()
+        return {"enabled": COUNTING, **COUNTER.snapshot()}
 
     @cherrypy.expose
-    def profile(self, action=""):
+    def profile(self, action="", fmt="text"):
         if cherrypy.serving.request.method == "POST":
             if action not in ("start", "stop"):
                 raise cherrypy.HTTPError(400, "action is start or stop")
             PROFILING.active = action == "start"
             return action
+        if fmt == "json":
+            cherrypy.serving.response.headers["Content-Type"] = "application/json"
+            return json.dumps(PROFILING.summary()).encode()
         cherrypy.serving.response.headers["Content-Type"] = "text/plain"
         return PROFILING.report()
 
@@ -183,8 +222,9 @@ def mount_with_bench(settings, conf_file=None):
 
 
 def main(argv=None):
-    # Before the app connects: pymongo applies registered listeners to clients made afterwards.
-    monitoring.register(COUNTER)
+    if COUNTING:
+        # Before the app connects: pymongo applies registered listeners to clients made afterwards.
+        monitoring.register(COUNTER)
     app_module.mount = mount_with_bench  # app.main() calls mount(settings, APP_CONF)
     return app_module.main(argv)
 

@@ -112,7 +112,8 @@ class SessionKey:
         """Constant-time check of a submitted CSRF token."""
         if not binding or not isinstance(given, str):
             return False
-        return hmac.compare_digest(self.csrf_token(binding), given)
+        # As bytes: compare_digest raises TypeError on str with non-ASCII characters.
+        return hmac.compare_digest(self.csrf_token(binding).encode(), given.encode("utf-8", "replace"))
 
 
 class Keyring:

@@ -110,7 +110,7 @@ class Root:
                 throttle.failed(username, _client_address())
             return self._login_form(next_path, "Wrong username or password.", username)
         except UpstreamUnavailable:
-            return self._login_form(next_path, "The Social OS API did not answer in time. "
+            return self._login_form(next_path, "The Social OS API is not answering right now. "
                                     "Please try again in a moment.", username, 504)
         except UpstreamError:
             return self._login_form(next_path, "The Social OS API could not sign you in just now. "

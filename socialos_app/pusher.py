@@ -333,7 +333,7 @@ class Pusher:
         # Parsed only once authentic: nobody else gets to exercise the JSON parser.
         try:
             payload = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise WebhookError("body is not JSON", 400) from None
         if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
             raise WebhookError("body has no events list", 400)

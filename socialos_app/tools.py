@@ -100,7 +100,7 @@ def _guard(handler, engine, cookie_name, secure):
             expire_cookie(cookie_name, secure)
             raise cherrypy.HTTPRedirect(login_url(_here(), "expired"), 303) from None
         except UpstreamUnavailable as exc:
-            raise cherrypy.HTTPError(504, f"The {exc.service} did not answer in time. "
+            raise cherrypy.HTTPError(504, f"The {exc.service} is not answering right now. "
                                           "Please try again in a moment.") from None
         except UpstreamError as exc:
             raise cherrypy.HTTPError(502, f"The {exc.service} answered with an error "

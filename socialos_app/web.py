@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import cherrypy
+from cherrypy import _cpreqbody
 from cherrypy.process.plugins import SimplePlugin
 
 from . import http, logs, tools  # noqa: F401 - tools registers the CherryPy tools
@@ -98,6 +99,26 @@ def unexpected_error():
     cherrypy.HTTPError(500, "The server hit a problem. It has been logged; please try again.").set_response()
 
 
+def _form_or_400(processor):
+    """A CherryPy body processor whose parse errors are a 400, not a 500 with a traceback.
+
+    CherryPy's multipart parser raises plain ValueErrors on a malformed body.
+    """
+    def process(entity):
+        try:
+            processor(entity)
+        except (ValueError, TypeError, IndexError, UnicodeError, EOFError):
+            raise cherrypy.HTTPError(400, "The form in this request could not be read.") from None
+    return process
+
+
+BODY_PROCESSORS = {
+    "application/x-www-form-urlencoded": _cpreqbody.process_urlencoded,
+    "multipart/form-data": _form_or_400(_cpreqbody.process_multipart_form_data),
+    "multipart": _form_or_400(_cpreqbody.process_multipart),
+}
+
+
 def _csp(settings):
     script, connect_src = ["'self'"], ["'self'"]
     if settings.pusher_js_url:
@@ -136,6 +157,7 @@ def app_config(services):
             "request.error_response": unexpected_error,
             "request.show_tracebacks": False,
             "request.show_mismatched_params": False,
+            "request.body.processors": BODY_PROCESSORS,
         },
         "/static": {"tools.staticdir.on": True, "tools.staticdir.dir": str(ROOT / "static"),
                     "tools.socialos_session.on": False, "tools.csrf.on": False,

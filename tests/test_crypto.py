@@ -131,7 +131,7 @@ def test_csrf_token_is_bound_to_the_binding_and_the_key(key):
     assert not SessionKey(K2).check_csrf(a, token)
 
 
-@pytest.mark.parametrize("given", [None, "", 123, b"bytes", ["list"], "0" * 64, "x"])
+@pytest.mark.parametrize("given", [None, "", 123, b"bytes", ["list"], "0" * 64, "x", "é" * 64, "\x00" * 64])
 def test_csrf_check_refuses_wrong_missing_and_non_string(key, given):
     binding = "login:" + new_token()
     assert key.check_csrf(binding, given) is False

@@ -37,6 +37,8 @@ def embedded(tmp_path):
         started.append(app)
         wait_for(lambda: requests.get(app.url("/healthz"), timeout=2).status_code == 200, 30,
                  "embedded app healthy")
+        # The banner is the last thing start-up does: a person reads it as "ready".
+        wait_for(lambda: f"http://127.0.0.1:{port}" in app.proc.output(), 10, "the banner")
         return app
 
     start.ports = ports

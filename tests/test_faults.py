@@ -136,25 +136,26 @@ def test_a_dropped_connection_is_retried_or_a_503_never_a_500(app, failpoint):
     s = signed_in_as(app, "ada")
     failpoint({"times": 1}, failCommands=["find"], closeConnection=True)
     answer, elapsed = timed_get(s, app.url("/dashboard"))
-    assert answer.status_code == 200, answer.status_code  # pymongo retries the read once
+    assert answer.status_code == 200, answer.status_code  # pymongo retries the read
     assert elapsed < 6
 
-    failpoint({"times": 2}, failCommands=["find"], closeConnection=True)  # the retry fails too
+    failpoint("alwaysOn", failCommands=["find"], closeConnection=True)  # every retry fails too
     answer, elapsed = timed_get(s, app.url("/dashboard"))
     assert_friendly_503(answer)
-    assert elapsed < 6
+    assert elapsed < 6  # the driver's operation deadline (timeoutMS) bounds the retries
+    failpoint("off")
     assert s.get(app.url("/dashboard"), allow_redirects=False, timeout=10).status_code == 200
 
 
 def test_a_database_slower_than_the_socket_timeout_is_a_503_within_bounds(app, failpoint):
     s = signed_in_as(app, "grace")
-    # Socket timeout is 2 x db_timeout_ms = 4 s; block both the read and its retry for longer.
-    failpoint({"times": 2}, failCommands=["find"], blockConnection=True, blockTimeMS=5000)
+    # The operation deadline (timeoutMS) is 2 x db_timeout_ms = 4 s; block the read for longer.
+    failpoint({"times": 1}, failCommands=["find"], blockConnection=True, blockTimeMS=5000)
     answer, elapsed = timed_get(s, app.url("/dashboard"))
     assert_friendly_503(answer)
-    assert 3.5 < elapsed < 10, f"503 after {elapsed:.1f}s"
+    assert 3.5 < elapsed < 6, f"503 after {elapsed:.1f}s"
     answer, elapsed = timed_get(s, app.url("/dashboard"))
-    assert answer.status_code == 200 and elapsed < 3
+    assert answer.status_code == 200 and elapsed < 5
 
 
 def test_health_reports_a_failing_database(app, failpoint):

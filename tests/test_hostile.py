@@ -70,19 +70,26 @@ def timed(call, *args, **kwargs):
     assert elapsed < BOUND, f"answered in {elapsed:.2f}s"
     assert answer.status_code < 500, (answer.status_code, answer.text[:500])
     assert "Traceback" not in answer.text and 'File "' not in answer.text
+    owner = getattr(call, "__self__", None)
+    if isinstance(owner, requests.Session) and answer.status_code in (413, 414, 431):
+        # The HTTP server closes the connection after these without saying so: start afresh.
+        owner.close()
     return answer
 
 
+RAW_MARKUP = ("<script", "<img", "<svg", "<iframe", "<b>", "</title><", '" autofocus', "'>")
+
+
 def no_raw_markup(html, payload):
-    """The payload's markup does not reach the page as markup."""
+    """The payload's markup does not reach the page as markup (escaped text is fine)."""
     assert payload not in html, payload
-    assert "<script>alert" not in html and "onerror=alert" not in html and "onload=alert" not in html
-    assert 'onfocus="alert' not in html and "<iframe" not in html and "<b>bold" not in html
+    for needle in RAW_MARKUP:
+        assert needle not in html, needle
 
 
 def header_safe(text):
     """Text a client can put in a header value (no line breaks; requests refuses those)."""
-    return text.replace("\r", "").replace("\n", "")
+    return text.replace("\r", "").replace("\n", "").lstrip(" \t\f\v")
 
 
 junk = st.one_of(
@@ -181,6 +188,9 @@ def test_any_socket_id_is_authorized_or_refused_with_400(app, browser, socket_id
     answer = timed(s.post, app.url("/pusher/auth"), data={"socket_id": socket_id, "channel_name": channel},
                    headers={"X-CSRF-Token": csrf})
     ok = bool(SOCKET_RE.match(socket_id)) and channel != "lobby"
+    if answer.status_code == 413:  # over the 64 KB body limit: refused before it is read
+        assert len(socket_id.encode()) > 10_000
+        return
     assert answer.status_code == (200 if ok else 400), (socket_id, answer.text)
     if ok:
         assert answer.json()["auth"].startswith(KEY + ":")
@@ -331,7 +341,6 @@ def raw_request(app, data, wait=BOUND):
 @pytest.mark.parametrize("data", [
     b"GARBAGE\r\n\r\n",
     b"GET\r\n\r\n",
-    b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
     b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /login HTTP/1.1\r\nHost: x\r\nBroken header line\r\n\r\n",
     b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
@@ -351,3 +360,17 @@ def raw_request(app, data, wait=BOUND):
 def test_malformed_requests_are_never_a_5xx(app, data):
     status = raw_request(app, data)
     assert status is None or status < 500, status
+
+
+def test_an_unknown_http_version_is_505_not_500(app):
+    assert raw_request(app, b"GET / HTTP/9.9\r\nHost: x\r\n\r\n") == 505  # the one 5xx that is the client's
+
+
+def test_multipart_forms_still_work_and_broken_ones_are_400(app):
+    page = requests.get(app.url("/login"), timeout=10)
+    fields = {"username": (None, "demo"), "password": (None, "demo"), "csrf_token": (None, csrf_from(page.text))}
+    answer = timed(requests.post, app.url("/login"), files=fields, cookies=page.cookies)
+    assert answer.status_code == 303 and "session" in answer.cookies
+    broken = timed(requests.post, app.url("/login"), data=b"--zz\r\nbroken\r\n--zz--",
+                   headers={"Content-Type": "multipart/form-data; boundary=zz"})
+    assert broken.status_code == 400

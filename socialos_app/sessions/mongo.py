@@ -51,9 +51,17 @@ def connect(uri, timeout_ms=2000, pool_size=20, **client_options):
     ``MongoClient`` as they are (tests pass ``event_listeners``).
     """
     me.disconnect(ALIAS)
-    return me.connect(host=uri, alias=ALIAS, serverSelectionTimeoutMS=timeout_ms,
-                      connectTimeoutMS=timeout_ms, socketTimeoutMS=timeout_ms * 2,
-                      maxPoolSize=pool_size, retryWrites=True, tz_aware=False, **client_options)
+    options = dict(
+        serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+        # One deadline for a whole operation, retries included: a slow database
+        # can't hold a request thread for more than this.
+        timeoutMS=timeout_ms * 2,
+        # After a failover or restart, find the server again within ~2 s, not 10.
+        heartbeatFrequencyMS=2000,
+        maxPoolSize=pool_size, retryWrites=True, tz_aware=False, uuidRepresentation="standard",
+    )
+    options.update(client_options)
+    return me.connect(host=uri, alias=ALIAS, **options)
 
 
 def _record(doc):

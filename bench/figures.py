@@ -1,0 +1,151 @@
+"""The figures: their goals, results.json, the Markdown table and the chart."""
+
+import json
+import os
+import platform
+import re
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["FIGURES", "figure", "met", "machine", "write_json", "table", "write_markdown", "draw"]
+
+HERE = Path(__file__).resolve().parent
+
+# name: (unit, goal, what) — in the order of the README's table.
+FIGURES = {
+    "signed_in_vs_bare": ("ratio", "≥ 0.80",
+                          "req/s of a signed-in page ÷ a bare page, same server and thread pool"),
+    "signed_in_vs_cherrypy_ram": ("ratio", "≥ 0.90",
+                                  "the signed-in page ÷ the same page behind CherryPy's RAM sessions"),
+    "db_reads_per_request": ("reads/request", "= 1.00", "database reads per signed-in request (1,000 requests)"),
+    "db_writes_per_request": ("writes/request", "≤ 0.02", "database writes per signed-in request (same)"),
+    "pooled_vs_fresh_api": ("ratio", "≥ 4", "Social OS client calls/s over HTTPS: pooled ÷ fresh connection"),
+    "pooled_vs_fresh_pusher": ("ratio", "≥ 4", "Pusher client calls/s over HTTPS: pooled ÷ fresh connection"),
+    "growth_100k_vs_1k": ("ratio", "≥ 0.90", "signed-in req/s with 100,000 sessions stored ÷ with 1,000"),
+    "crypto_open_share": ("ratio", "report", "opening a session's credentials ÷ one bare request"),
+    "latency_p99_over_p50_c32": ("ratio", "report", "p99 ÷ p50 latency of the signed-in page at concurrency 32"),
+}
+
+
+def figure(name, value):
+    unit, goal, _what = FIGURES[name]
+    return {"value": round(float(value), 3), "unit": unit, "goal": goal}
+
+
+def met(entry):
+    """True/False against the goal; None for figures that are only reported."""
+    m = re.fullmatch(r"([≥≤=])\s*([0-9.]+)", entry["goal"])
+    if not m:
+        return None
+    op, bound = m.group(1), float(m.group(2))
+    value = entry["value"]
+    if op == "≥":
+        return value >= bound
+    if op == "≤":
+        return value <= bound
+    return abs(value - bound) < 0.005
+
+
+def machine(load_generator):
+    """Where the numbers were measured: cores, CPU, Python, database, date."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "?"
+
+    wrk = ""
+    if load_generator == "wrk":
+        out = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+        wrk = (out.stdout or out.stderr).split(" [")[0].strip()
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "database": f"SecantusDB {version('SecantusDB')} (own process), pymongo {version('pymongo')}",
+        "server": f"CherryPy {version('CherryPy')}",
+        "load": wrk or load_generator,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+
+
+def write_json(results, path=HERE / "results.json"):
+    path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+
+
+def _fmt(entry):
+    value = entry["value"]
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+def table(results):
+    """The README's table: figure, value, goal, met."""
+    rows = ["| figure | value | goal | met |", "| --- | ---: | --- | --- |"]
+    for name in FIGURES:
+        if name not in results:
+            continue
+        entry = results[name]
+        ok = met(entry)
+        mark = "—" if ok is None else ("yes" if ok else "**no**")
+        rows.append(f"| `{name}` | {_fmt(entry)} | {entry['goal']} | {mark} |")
+    return "\n".join(rows)
+
+
+def write_markdown(results, info, notes=(), path=HERE / "results.md"):
+    head = (f"Measured {info['date']} on {info['cores']} cores ({info['cpu']}), Python {info['python']}, "
+            f"{info['server']}, {info['database']}; load from {info['load']}.")
+    text = head + "\n\n" + table(results) + "\n"
+    if notes:
+        text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    path.write_text(text)
+    return text
+
+
+def draw(results, info, path=HERE / "results.png"):
+    """A small chart of the ratios against their goals; None when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    groups = [
+        ("per-request cost (higher is better)",
+         ["signed_in_vs_bare", "signed_in_vs_cherrypy_ram", "growth_100k_vs_1k"]),
+        ("pooled ÷ fresh HTTPS (higher is better)", ["pooled_vs_fresh_api", "pooled_vs_fresh_pusher"]),
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [3, 2]})
+    for ax, (title, names) in zip(axes, groups):
+        names = [n for n in names if n in results]
+        values = [results[n]["value"] for n in names]
+        colours = ["#2e7d32" if met(results[n]) else "#c62828" for n in names]
+        y = range(len(names))
+        ax.barh(list(y), values, color=colours, height=0.55)
+        for i, n in enumerate(names):
+            bound = float(re.sub(r"[^0-9.]", "", results[n]["goal"]))
+            ax.plot([bound, bound], [i - 0.38, i + 0.38], color="black", linewidth=2)
+            ax.text(values[i], i, f" {values[i]:.2f}", va="center", fontsize=9)
+        ax.set_yticks(list(y), [n.replace("_", " ") for n in names], fontsize=9)
+        ax.invert_yaxis()
+        ax.set_xlim(0, max(values + [float(re.sub(r"[^0-9.]", "", results[n]["goal"])) for n in names]) * 1.25)
+        ax.set_title(title, fontsize=10)
+        ax.spines[["top", "right"]].set_visible(False)
+    fig.suptitle(f"make bench, {info['date']}: {info['cores']} cores, Python {info['python']} "
+                 f"(black tick = goal)", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_suffix(".png.tmp")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+    return path
