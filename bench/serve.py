@@ -14,8 +14,8 @@ server config) and, right after the app is mounted, mounts ``/_bench``:
     /_bench/dbstats    database commands seen by a pymongo CommandListener in this process
                        (registered only with BENCH_COUNT_DB=1: a listener costs a little on
                        every command, so the throughput runs go without it, as production does)
-    /_bench/profile    POST action=start|stop: cProfile the request threads; GET: the top
-                       costs (pstats text, or ``fmt=json``: per request, in µs)
+    /_bench/profile    POST action=start (afresh; clock=cpu|wall)|stop: cProfile the request
+                       threads; GET: the top costs (pstats text, or ``fmt=json``: per request, µs)
 
 All pages but dbstats/profile carry the app's other tools (CSRF binding,
 security headers, error pages) as the app's own pages do, so a ratio
@@ -29,6 +29,7 @@ import os
 import pstats
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -84,22 +85,27 @@ class Profiling:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.local = threading.local()
-        self.profilers = []
+        self.profilers = {}  # thread id -> cProfile.Profile
         self.requests = 0
         self.active = False
+        self.timer = time.thread_time
+
+    def reset(self, clock="cpu"):
+        """Start afresh; ``clock`` "cpu" counts each thread's CPU time, "wall" includes waits."""
+        with self.lock:
+            self.profilers, self.requests = {}, 0
+            self.timer = time.thread_time if clock == "cpu" else time.perf_counter
 
     def begin(self):
         if not self.active:
             return
-        prof = getattr(self.local, "prof", None)
-        if prof is None:
-            prof = self.local.prof = cProfile.Profile()
-            with self.lock:
-                self.profilers.append(prof)
-        cherrypy.serving.request._bench_prof = prof
+        ident = threading.get_ident()
         with self.lock:
+            prof = self.profilers.get(ident)
+            if prof is None:
+                prof = self.profilers[ident] = cProfile.Profile(self.timer)
             self.requests += 1
+        cherrypy.serving.request._bench_prof = prof
         prof.enable()
 
     def end(self):
@@ -109,7 +115,7 @@ class Profiling:
 
     def _stats(self):
         with self.lock:
-            profilers = list(self.profilers)
+            profilers = list(self.profilers.values())
         if not profilers:
             return None
         stats = pstats.Stats(profilers[0], stream=io.StringIO())
@@ -142,11 +148,32 @@ class Profiling:
                          "calls": round(calls / n, 2), "own_us": round(own / n * 1e6, 1),
                          "cum_us": round(cum / n * 1e6, 1)})
         own = sorted(rows, key=lambda r: r["own_us"], reverse=True)[:top]
+        packages = {}
+        for row in rows:
+            name = _package(row["function"])
+            entry = packages.setdefault(name, {"package": name, "calls": 0.0, "own_us": 0.0})
+            entry["calls"] = round(entry["calls"] + row["calls"], 2)
+            entry["own_us"] = round(entry["own_us"] + row["own_us"], 1)
         wanted = ("(resolve_session)", "(resume)", "sessions/mongo.py", "(find_one)", "(record_ids)",
                   "crypto.py", "(check_csrf)", "(api)", "(_unpack)", "(secure_headers)")
         steps = sorted((r for r in rows if any(w in r["function"] for w in wanted)),
                        key=lambda r: r["cum_us"], reverse=True)
-        return {"requests": n, "own": own, "steps": steps}
+        return {"requests": n, "own": own, "steps": steps,
+                "packages": sorted(packages.values(), key=lambda r: r["own_us"], reverse=True)}
+
+
+def _package(function):
+    """Who a profiled function belongs to: the app, a library, or Python itself."""
+    head = function.split("/")[0].split(".")[0].split(":")[0]
+    if function.startswith("{") or function.startswith("<"):
+        return "python built-ins"
+    if head in ("Crypto", "cffi"):
+        return "pycryptodome"
+    if head in ("pymongo", "bson"):
+        return "pymongo"
+    if head in ("socialos_app", "bench", "cherrypy", "cheroot", "jinja2"):
+        return head
+    return "python stdlib" if "/lib/python3" in function else head
 
 
 PROFILING = Profiling()
@@ -181,10 +208,12 @@ class BenchPages:
         return {"enabled": COUNTING, **COUNTER.snapshot()}
 
     @cherrypy.expose
-    def profile(self, action="", fmt="text"):
+    def profile(self, action="", fmt="text", clock="cpu"):
         if cherrypy.serving.request.method == "POST":
             if action not in ("start", "stop"):
                 raise cherrypy.HTTPError(400, "action is start or stop")
+            if action == "start":
+                PROFILING.reset(clock)
             PROFILING.active = action == "start"
             return action
         if fmt == "json":

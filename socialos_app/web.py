@@ -4,6 +4,7 @@
 ``app.py`` itself, so production and test take the same path.
 """
 
+import html
 import logging
 import traceback
 from dataclasses import dataclass
@@ -76,6 +77,9 @@ def error_page(status, message, traceback, version):  # noqa: A002 - CherryPy's 
     """Every error as a page of ours: a sentence, a way back, never a traceback."""
     code = int(str(status).split()[0])
     request = cherrypy.serving.request
+    cherrypy.serving.response.headers["Content-Type"] = "text/html;charset=utf-8"
+    # CherryPy has already HTML-escaped the message; Jinja escapes it again on output.
+    message = html.unescape(message or "")
     if code == 503:
         cherrypy.serving.response.headers["Retry-After"] = "5"
     if code == 404:
