@@ -12,9 +12,9 @@ Order of the run:
 2. Database commands over 1,000 signed-in requests (the app restarted with a
    pymongo command listener for this step only).
 3. Throughput at concurrency 16: bare, signed-in and RAM-session pages in
-   alternating order, 3 rounds, medians; p99/p50 at concurrency 32.
+   alternating order, 5 rounds of 3 s, medians; p99/p50 at concurrency 32.
 4. One bare request's time (concurrency 1) and the time to open a session's
-   credentials; a profile of the signed-in page.
+   credentials; a profile of the bare and the signed-in page.
 5. Sessions filled up to 100,000; signed-in (and bare) throughput again.
 6. The sandboxes over HTTPS: pooled vs fresh connections through the clients.
 """
@@ -187,14 +187,29 @@ def db_read_client_cpu(uri, record_id, n=2000):
     return {"cpu_us": round(cpu / n * 1e6), "wall_us": round(wall / n * 1e6)}
 
 
-def profile(app, cookies, seconds):
-    """cProfile of the signed-in page under load (concurrency 8); (summary, text)."""
-    requests.post(app.url("/_bench/profile"), data={"action": "start"}, timeout=10).raise_for_status()
-    load.run(app.url("/_bench/signed"), seconds, 8, cookies, "session")
+def profile(app, page, cookies, seconds):
+    """cProfile (each thread's CPU time) of a page under load at concurrency 8; (summary, text)."""
+    requests.post(app.url("/_bench/profile"), data={"action": "start", "clock": "cpu"},
+                  timeout=10).raise_for_status()
+    load.run(app.url(f"/_bench/{page}"), seconds, 8, cookies, "session")
     requests.post(app.url("/_bench/profile"), data={"action": "stop"}, timeout=10).raise_for_status()
     summary = requests.get(app.url("/_bench/profile"), params={"fmt": "json"}, timeout=30).json()
     text = requests.get(app.url("/_bench/profile"), timeout=30).text
     return summary, text
+
+
+def profile_difference(bare, signed):
+    """Per package: Python calls and profiled CPU µs a signed-in request adds to a bare one."""
+    was = {p["package"]: p for p in bare["packages"]}
+    rows = []
+    for p in signed["packages"]:
+        b = was.get(p["package"], {"calls": 0, "own_us": 0})
+        rows.append({"package": p["package"], "calls": round(p["calls"] - b["calls"], 1),
+                     "cpu_us": round(p["own_us"] - b["own_us"], 1)})
+    total = sum(r["cpu_us"] for r in rows if r["cpu_us"] > 0) or 1
+    for r in rows:
+        r["share"] = round(max(r["cpu_us"], 0) / total, 3)
+    return sorted(rows, key=lambda r: r["cpu_us"], reverse=True)
 
 
 def throughput_rounds(runner, rounds, pages, say_prefix=""):
@@ -214,8 +229,8 @@ def throughput_rounds(runner, rounds, pages, say_prefix=""):
 # -- the run -----------------------------------------------------------------------
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5, help="length of each load run (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per figure (default 3)")
+    parser.add_argument("--seconds", type=float, default=3, help="length of each load run (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per figure (default 5)")
     parser.add_argument("--large", type=int, default=100_000, help="sessions stored for the growth figure")
     parser.add_argument("--quick", action="store_true", help="short smoke run (writes no results)")
     args = parser.parse_args(argv)
@@ -257,7 +272,9 @@ def main(argv=None):
         cookies = tokens + random.sample(filler.tokens, COOKIES_PER_RUN - len(tokens))
         ram_ids = ram_sessions(app, COOKIES_PER_RUN)
         runner = Runner(app, db, args.seconds)
-        pages = [("bare", "bare", {}),
+        # The bare page gets the same cookies (a signed-in browser sends them to every page):
+        # the difference between the two is the session layer, not parsing a Cookie header.
+        pages = [("bare", "bare", {"cookies": cookies}),
                  ("signed", "signed", {"cookies": cookies}),
                  ("ram", "ram", {"cookies": ram_ids, "cookie_name": "session_id"}),
                  ("signed_c32", "signed", {"cookies": cookies, "connections": 32})]
@@ -274,14 +291,17 @@ def main(argv=None):
         raw.update(bare_c1=bare_c1, crypto=crypto, db_read_client=read_cpu)
         say(f"one bare request at concurrency 1: {bare_c1['mean_ms'] * 1000:.0f} µs; opening credentials: "
             f"{crypto['open_us']} µs ({crypto}); one find_one costs a client {read_cpu['cpu_us']} µs of CPU")
-        summary, text = profile(app, cookies, min(args.seconds, 4))
-        raw["profile"] = summary
+        bare_profile, _text = profile(app, "bare", cookies, 3)
+        summary, text = profile(app, "signed", cookies, 3)
+        added = profile_difference(bare_profile, summary)
+        raw.update(profile=summary, profile_bare=bare_profile, profile_added=added)
 
         # 5. growth: 100,000 sessions stored
         took = filler.fill_to(args.large, rebuild_indexes=True)
         say(f"{filler.count()} sessions stored (bulk insert of engine-made records: {took:.0f} s)")
         cookies_large = tokens + random.sample(filler.tokens, COOKIES_PER_RUN - len(tokens))
-        large_pages = [("bare", "bare", {}), ("signed", "signed", {"cookies": cookies_large})]
+        large_pages = [("bare", "bare", {"cookies": cookies_large}),
+                       ("signed", "signed", {"cookies": cookies_large})]
         runner.run("signed", seconds=2, cookies=cookies_large)
         say(f"throughput at {args.large:,} sessions:")
         large = throughput_rounds(runner, args.rounds, large_pages)
@@ -335,6 +355,12 @@ def main(argv=None):
         f"on the same cores). Of the signed-in extra: one find_one costs pymongo ~{read_cpu['cpu_us']} µs "
         f"of CPU, opening the credentials {crypto['open_us']:.0f} µs "
         f"(AES-GCM with its HKDF key {crypto['hkdf_aes_gcm_us']:.0f} µs, record id {crypto['record_id_us']:.0f} µs).",
+        "Profile (CPU a signed-in request adds to a bare one): " + ", ".join(
+            f"{r['package']} {r['share']:.0%} ({r['calls']:.0f} calls)" for r in added if r["share"] >= 0.03) + ".",
+        f"HTTPS calls/s, pooled vs fresh: Social OS API {api['pooled_per_s']:.0f} vs {api['fresh_per_s']:.0f}, "
+        f"Pusher {pusher['pooled_per_s']:.0f} vs {pusher['fresh_per_s']:.0f}; new TCP+TLS connections "
+        f"seen by the sandbox: pooled {api['connections']['pooled'] + pusher['connections']['pooled']}, "
+        f"fresh {api['connections']['fresh'] + pusher['connections']['fresh']}.",
     ]
     if not args.quick:
         figures.write_json(results)
@@ -350,8 +376,13 @@ def main(argv=None):
     for note in notes:
         say(f"- {note}")
     say("")
-    say("top costs of a signed-in request (cProfile, µs per request, wall time incl. waits):")
-    for row in summary["steps"][:10]:
+    say(f"what a signed-in request adds to a bare one (cProfile of {summary['requests']} requests, "
+        f"CPU time; the profiler inflates absolute µs, the shares hold):")
+    for row in added:
+        if row["cpu_us"] > 0:
+            say(f"  {row['share']:5.0%}  {row['package']:<18} {row['calls']:7.0f} Python calls/request")
+    say("the session layer's steps (cumulative profiled CPU µs per request):")
+    for row in summary["steps"][:8]:
         say(f"  {row['cum_us']:8.0f}  {row['function']}")
     say(f"done in {time.monotonic() - started:.0f} s"
         + ("" if args.quick else "; wrote bench/results.json, results.md, results.png, profile.txt"))

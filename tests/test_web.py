@@ -570,3 +570,15 @@ def test_two_browsers_list_two_devices(app):
     assert page.count("This device") == 1
     assert len(re.findall(r'name="handle" value="[0-9a-f]{12}"', page)) == 1  # the other one
     assert get(b, app, "/dashboard").status_code == 200
+
+
+def test_the_session_token_never_appears_in_a_url_or_a_page(app):
+    """ASVS 3.1.1: the token travels only in the cookie header."""
+    s, answer = sign_in(app, next_path="/dashboard?q=ada")
+    token = s.cookies.get("session")
+    seen = [answer.headers.get("Location", "")]
+    for path in ("/", "/dashboard?q=ada", "/presence", "/login", "/nowhere"):
+        page = s.get(app.url(path), timeout=TIMEOUT)
+        seen += [r.headers.get("Location", "") for r in page.history] + [page.url, page.text]
+        seen += re.findall(r'(?:href|action|src)="([^"]*)"', page.text)
+    assert token and all(token not in text for text in seen)
