@@ -5,13 +5,11 @@ channel authorizations (we sign each member's ``user_info``), from the
 Social OS profile when a page looks one up, and membership from webhooks.
 """
 
-from datetime import datetime, timezone
 
 import mongoengine as me
-from pymongo.errors import PyMongoError
 
-from .sessions.mongo import ALIAS
-from .sessions.store import StoreUnavailable
+from .sessions.engine import utcnow
+from .sessions.mongo import ALIAS, call
 
 __all__ = ["MemberDirectory", "PresenceMember"]
 
@@ -27,32 +25,22 @@ class PresenceMember(me.Document):
     meta = {"collection": "presence_members", "db_alias": ALIAS, "auto_create_index": False}
 
 
-def _now():
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
 class MemberDirectory:
     """Names and channel membership by user id. Methods raise ``StoreUnavailable``."""
 
     def __init__(self):
         self.collection = PresenceMember._get_collection()
 
-    def _call(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except PyMongoError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-
     def names(self, user_ids):
         """``{user_id: name}`` for the ids we know a name of (one query)."""
         if not user_ids:
             return {}
-        docs = self._call(list, self.collection.find({"_id": {"$in": list(user_ids)}}, {"name": 1}))
+        docs = call(list, self.collection.find({"_id": {"$in": list(user_ids)}}, {"name": 1}))
         return {d["_id"]: d["name"] for d in docs if d.get("name")}
 
     def remember(self, user_id, name):
-        self._call(self.collection.update_one, {"_id": user_id},
-                   {"$set": {"name": name, "seen": _now()}}, upsert=True)
+        call(self.collection.update_one, {"_id": user_id},
+                   {"$set": {"name": name, "seen": utcnow()}}, upsert=True)
 
     def apply(self, events):
         """Apply Pusher webhook events; returns how many were understood."""
@@ -64,12 +52,12 @@ class MemberDirectory:
             if not isinstance(channel, str):
                 continue
             if kind == "member_added" and isinstance(user, str):
-                self._call(self.collection.update_one, {"_id": user},
-                           {"$addToSet": {"channels": channel}, "$set": {"seen": _now()}}, upsert=True)
+                call(self.collection.update_one, {"_id": user},
+                           {"$addToSet": {"channels": channel}, "$set": {"seen": utcnow()}}, upsert=True)
             elif kind == "member_removed" and isinstance(user, str):
-                self._call(self.collection.update_one, {"_id": user}, {"$pull": {"channels": channel}})
+                call(self.collection.update_one, {"_id": user}, {"$pull": {"channels": channel}})
             elif kind == "channel_vacated":
-                self._call(self.collection.update_many, {"channels": channel}, {"$pull": {"channels": channel}})
+                call(self.collection.update_many, {"channels": channel}, {"$pull": {"channels": channel}})
             elif kind != "channel_occupied":
                 continue
             done += 1
@@ -77,4 +65,4 @@ class MemberDirectory:
 
     def in_channel(self, channel):
         """Ids webhooks say are in ``channel``."""
-        return sorted(d["_id"] for d in self._call(list, self.collection.find({"channels": channel}, {"_id": 1})))
+        return sorted(d["_id"] for d in call(list, self.collection.find({"channels": channel}, {"_id": 1})))

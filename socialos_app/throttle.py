@@ -10,22 +10,17 @@ accounts exist.
 """
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from pymongo import ReturnDocument
-from pymongo.errors import PyMongoError
 
-from .sessions.mongo import SessionDocument
-from .sessions.store import StoreUnavailable
+from .sessions.engine import utcnow
+from .sessions.mongo import SessionDocument, call
 
 __all__ = ["LoginThrottle"]
 
 WINDOW = timedelta(minutes=15)
 MAX_WAIT = 15 * 60
-
-
-def _now():
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _key(kind, value):
@@ -40,14 +35,8 @@ class LoginThrottle:
         # Same database as the sessions, a collection of its own.
         self.collection = SessionDocument._get_collection().database["login_failures"]
 
-    def _call(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except PyMongoError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-
     def setup(self):
-        self._call(self.collection.create_index, "expires", name="ttl", expireAfterSeconds=0)
+        call(self.collection.create_index, "expires", name="ttl", expireAfterSeconds=0)
 
     def _wait(self, doc, limit, now):
         over = doc["count"] - limit
@@ -60,16 +49,16 @@ class LoginThrottle:
     def blocked(self, username, address):
         """Seconds to wait before another attempt is allowed (0: go ahead)."""
         keys = {_key("u", username): self.max_failures, _key("a", address): self.max_failures * 4}
-        docs = self._call(list, self.collection.find({"_id": {"$in": list(keys)}}))
-        now = _now()
+        docs = call(list, self.collection.find({"_id": {"$in": list(keys)}}))
+        now = utcnow()
         return max([self._wait(d, keys[d["_id"]], now) for d in docs] or [0])
 
     def failed(self, username, address):
-        now = _now()
+        now = utcnow()
         for key in (_key("u", username), _key("a", address)):
-            self._call(self.collection.find_one_and_update, {"_id": key},
+            call(self.collection.find_one_and_update, {"_id": key},
                        {"$inc": {"count": 1}, "$set": {"last": now, "expires": now + WINDOW}},
                        upsert=True, return_document=ReturnDocument.AFTER)
 
     def succeeded(self, username, address):
-        self._call(self.collection.delete_one, {"_id": _key("u", username)})
+        call(self.collection.delete_one, {"_id": _key("u", username)})

@@ -15,7 +15,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from .store import SessionRecord, SessionStore, StoreUnavailable
 
-__all__ = ["MongoSessionStore", "SessionDocument", "connect"]
+__all__ = ["MongoSessionStore", "SessionDocument", "call", "connect"]
 
 ALIAS = "sessions"
 
@@ -64,6 +64,14 @@ def connect(uri, timeout_ms=2000, pool_size=20, **client_options):
     return me.connect(host=uri, alias=ALIAS, **options)
 
 
+def call(fn, *args, **kwargs):
+    """Run one database operation; any driver error becomes ``StoreUnavailable``."""
+    try:
+        return fn(*args, **kwargs)
+    except PyMongoError as exc:
+        raise StoreUnavailable(type(exc).__name__) from exc
+
+
 def _record(doc):
     return SessionRecord(id=doc["_id"], **{f: doc.get(f) for f in _FIELDS})
 
@@ -76,12 +84,6 @@ class MongoSessionStore(SessionStore):
             read_preference=ReadPreference.PRIMARY,
             write_concern=WriteConcern(w="majority"),
         )
-
-    def _call(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except PyMongoError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
 
     def setup(self, idle_seconds):
         def make():
@@ -98,26 +100,26 @@ class MongoSessionStore(SessionStore):
             if info.get("expireAfterSeconds") != idle_seconds:
                 c.database.command("collMod", c.name, index={
                     "name": "idle_ttl", "expireAfterSeconds": idle_seconds})
-        self._call(make)
+        call(make)
 
     def create(self, record):
         doc = SessionDocument(id=record.id, **{f: getattr(record, f) for f in _FIELDS})
-        self._call(self.collection.insert_one, doc.to_mongo().to_dict())
+        call(self.collection.insert_one, doc.to_mongo().to_dict())
 
     def load(self, ids):
         query = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": list(ids)}}
-        doc = self._call(self.collection.find_one, query)
+        doc = call(self.collection.find_one, query)
         return _record(doc) if doc else None
 
     def touch(self, record_id, accessed):
-        self._call(self.collection.update_one, {"_id": record_id}, {"$set": {"accessed": accessed}})
+        call(self.collection.update_one, {"_id": record_id}, {"$set": {"accessed": accessed}})
 
     def replace(self, old_id, record):
         self.create(record)
         self.destroy(old_id)
 
     def destroy(self, record_id):
-        return self._call(self.collection.delete_one, {"_id": record_id}).deleted_count == 1
+        return call(self.collection.delete_one, {"_id": record_id}).deleted_count == 1
 
     def destroy_where(self, username, handle=None, keep_id=None):
         query = {"username": username}
@@ -125,19 +127,19 @@ class MongoSessionStore(SessionStore):
             query["handle"] = handle
         if keep_id is not None:
             query["_id"] = {"$ne": keep_id}
-        return self._call(self.collection.delete_many, query).deleted_count
+        return call(self.collection.delete_many, query).deleted_count
 
     def list_user(self, username):
         cursor = self.collection.find({"username": username}).sort("created", DESCENDING).limit(50)
-        return [_record(d) for d in self._call(list, cursor)]
+        return [_record(d) for d in call(list, cursor)]
 
     def stats(self, now, idle_seconds):
         live = {"accessed": {"$gt": now - timedelta(seconds=idle_seconds)}, "expires": {"$gt": now}}
-        docs = self._call(list, self.collection.find(live, {"username": 1, "created": 1}))
+        docs = call(list, self.collection.find(live, {"username": 1, "created": 1}))
         by_hour = {h: 0 for h in range(24)}
         for d in docs:
             by_hour[d["created"].hour] += 1
         return {"active": len(docs), "users": len({d["username"] for d in docs}), "by_hour": by_hour}
 
     def ping(self):
-        self._call(self.collection.database.command, "ping")
+        call(self.collection.database.command, "ping")
