@@ -7,16 +7,18 @@ and prints the table. ``--quick`` is a short smoke run that writes nothing.
 
 Order of the run:
 
-1. SecantusDB, the sandbox and the app (``bench.serve``) as separate processes;
-   32 browsers sign in through /login; sessions filled up to 1,000.
-2. Database commands over 1,000 signed-in requests (the app restarted with a
-   pymongo command listener for this step only).
-3. Throughput at concurrency 16: bare, signed-in and RAM-session pages in
-   alternating order, 5 rounds of 3 s, medians; p99/p50 at concurrency 32.
-4. One bare request's time (concurrency 1) and the time to open a session's
-   credentials; a profile of the bare and the signed-in page.
-5. Sessions filled up to 100,000; signed-in (and bare) throughput again.
-6. The sandboxes over HTTPS: pooled vs fresh connections through the clients.
+1. The sandbox, and two apps (``bench.serve``) each with its own SecantusDB
+   process; 32 browsers sign in to each through /login. One database holds
+   1,000 sessions, the other 100,000 (bulk-inserted, made by SessionEngine).
+2. Database commands over 1,000 signed-in requests (the first app started
+   with a pymongo command listener for this step only).
+3. Throughput at concurrency 16: bare, signed-in and RAM-session pages, and
+   the signed-in page of the 100,000-session app, in rotating order, 5 rounds
+   of 3 s, medians; p99/p50 of the signed-in page at concurrency 32; bare and
+   signed-in at concurrency 1 (one request's time).
+4. The time to open a session's credentials and the CPU of one database read,
+   alone; a profile of the bare and the signed-in page.
+5. The sandboxes over HTTPS: pooled vs fresh connections through the clients.
 """
 
 import argparse
@@ -111,28 +113,45 @@ def count_db(app, tokens, n=1000):
 
 
 class Runner:
-    """Load runs against the app, with the CPU each process spent per request."""
+    """Load runs against an app, with the CPU the app and its database spent per request."""
 
-    def __init__(self, app, db, seconds):
-        self.app, self.db, self.seconds = app, db, seconds
+    def __init__(self, seconds):
+        self.seconds = seconds
 
-    def run(self, page, connections=16, cookies=(), cookie_name="session", seconds=None, threads=2):
-        app_cpu, db_cpu = self.app.proc.cpu_seconds(), self.db.proc.cpu_seconds()
-        result = load.run(self.app.url(f"/_bench/{page}"), seconds or self.seconds, connections,
+    def run(self, app, page, connections=16, cookies=(), cookie_name="session", seconds=None, threads=2):
+        app_cpu, db_cpu = app.proc.cpu_seconds(), app.db.proc.cpu_seconds()
+        result = load.run(app.url(f"/_bench/{page}"), seconds or self.seconds, connections,
                           cookies, cookie_name, threads)
-        if result.non200 or result.socket_errors or not result.requests:
+        if result.non200 or result.socket_errors:
             raise RuntimeError(f"/_bench/{page}: {result.non200} answers not 200, "
                                f"{result.socket_errors} socket errors in {result.requests} requests")
+        if not result.requests:
+            # Nothing finished in the run: a database pause (SecantusDB's TTL sweep holds its
+            # lock for seconds with 100,000 sessions), counted as 0 req/s. A dead app is an error.
+            if requests.get(app.url("/healthz"), timeout=30).status_code != 200:
+                raise RuntimeError(f"/_bench/{page}: no answer, and the app is not healthy")
         n = result.requests
+
+        def per_request(seconds):
+            return round(seconds / n * 1e6) if n else None
+
         return {"page": page, "connections": connections, "rps": round(result.rps, 1),
                 "p50_ms": result.p50_ms, "p90_ms": result.p90_ms, "p99_ms": result.p99_ms,
                 "mean_ms": round(result.mean_ms, 3),
-                "app_cpu_us": round((self.app.proc.cpu_seconds() - app_cpu) / n * 1e6),
-                "db_cpu_us": round((self.db.proc.cpu_seconds() - db_cpu) / n * 1e6)}
+                "app_cpu_us": per_request(app.proc.cpu_seconds() - app_cpu),
+                "db_cpu_us": per_request(app.db.proc.cpu_seconds() - db_cpu)}
+
+
+def paired(runs, target, baseline):
+    """The median over rounds of target req/s ÷ baseline req/s, each pair from the same round."""
+    ratios = [t["rps"] / b["rps"] for t, b in zip(runs[target], runs[baseline]) if b["rps"]]
+    return statistics.median(ratios) if ratios else 0.0
 
 
 def median(runs, key):
-    return statistics.median(r[key] for r in runs)
+    """The median over runs (a run that finished no request has no CPU figures: left out)."""
+    values = [r[key] for r in runs if r[key] is not None]
+    return statistics.median(values) if values else 0.0
 
 
 class _OneRecord(SessionStore):
@@ -212,15 +231,18 @@ def profile_difference(bare, signed):
     return sorted(rows, key=lambda r: r["cpu_us"], reverse=True)
 
 
-def throughput_rounds(runner, rounds, pages, say_prefix=""):
-    """Each round runs every page once, the order rotated so none always goes first."""
-    runs = {key: [] for key, *_ in pages}
+def throughput_rounds(runner, rounds, runs_spec):
+    """Each round makes every run once, the order rotated so none always goes first.
+
+    ``runs_spec``: (key, app, page, options) tuples; answers {key: [results]}.
+    """
+    runs = {key: [] for key, *_ in runs_spec}
     for r in range(rounds):
-        order = pages[r % len(pages):] + pages[:r % len(pages)]
-        for key, page, kwargs in order:
-            result = runner.run(page, **kwargs)
+        order = runs_spec[r % len(runs_spec):] + runs_spec[:r % len(runs_spec)]
+        for key, app, page, options in order:
+            result = runner.run(app, page, **options)
             runs[key].append(result)
-            say(f"  {say_prefix}round {r + 1} {key:<12} {result['rps']:8.1f} req/s  "
+            say(f"  round {r + 1} {key:<12} {result['rps']:8.1f} req/s  "
                 f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
                 f"app CPU {result['app_cpu_us']} µs/req  db CPU {result['db_cpu_us']} µs/req")
     return runs
@@ -246,115 +268,141 @@ def main(argv=None):
         f"load: {info['load']}")
 
     logdir = tempfile.mkdtemp(prefix="bench-")
-    db = Database(logdir).start()
     sandbox = Sandbox(logdir).start()
-    app = BenchApp(db, sandbox, logdir)
+    # Two apps, each with its own database process: 1,000 sessions stored and 100,000.
+    # Only the one under load works, so their runs can alternate like every other pair.
+    db_small, db_large = Database(logdir, "secantusdb-1k").start(), Database(logdir, "secantusdb-large").start()
+    small_app = BenchApp(db_small, sandbox, logdir, name="app-1k")
+    large_app = BenchApp(db_large, sandbox, logdir, name="app-large")
     tls = None
-    filler = None
+    fillers = []
     raw = {"machine": info, "settings": vars(args)}
     try:
-        # 1. the app, real sign-ins, 1,000 sessions stored
-        app.start(count_db=True)
-        tokens = [sign_in(app, USERS[i % len(USERS)]) for i in range(SIGNED_IN_BROWSERS)]
-        filler = Filler(app.mongodb_uri, app.secure_key)
-        filler.fill_to(1_000)
-        say(f"{SIGNED_IN_BROWSERS} browsers signed in; {filler.count()} sessions stored")
-
-        # 2. database commands per signed-in request
-        counts = count_db(app, tokens, 1000)
+        # 1. the app, real sign-ins, 1,000 sessions stored; database commands per request
+        small_app.start(count_db=True)
+        tokens = [sign_in(small_app, USERS[i % len(USERS)]) for i in range(SIGNED_IN_BROWSERS)]
+        small_fill = Filler(small_app.mongodb_uri, small_app.secure_key)
+        fillers.append(small_fill)
+        small_fill.fill_to(1_000)
+        say(f"{SIGNED_IN_BROWSERS} browsers signed in; {small_fill.count()} sessions stored")
+        small_fill.close()  # its tokens stay: the load runs use them as cookies
+        counts = count_db(small_app, tokens, 1000)
         raw["db_counts"] = counts
         say(f"database commands over {counts['requests']} signed-in requests: "
             f"{counts['reads']} reads, {counts['writes']} writes {counts['by_collection']}")
-        app.stop()
-        app.start(count_db=False)  # the throughput runs go without the listener, as production does
+        small_app.stop()
+        small_app.start(count_db=False)  # the load runs go without the listener, as production does
 
-        # 3. throughput: bare, signed-in, RAM sessions; latency at concurrency 32
-        cookies = tokens + random.sample(filler.tokens, COOKIES_PER_RUN - len(tokens))
-        ram_ids = ram_sessions(app, COOKIES_PER_RUN)
-        runner = Runner(app, db, args.seconds)
+        # 2. the same with 100,000 sessions stored
+        large_app.start()
+        large_tokens = [sign_in(large_app, USERS[i % len(USERS)]) for i in range(SIGNED_IN_BROWSERS)]
+        large_fill = Filler(large_app.mongodb_uri, large_app.secure_key)
+        fillers.append(large_fill)
+        took = large_fill.fill_to(args.large, rebuild_indexes=True)
+        say(f"second app: {large_fill.count():,} sessions stored "
+            f"(bulk insert of engine-made records: {took:.0f} s)")
+        large_fill.close()
+
+        # 3. throughput: bare, signed-in, RAM sessions, signed-in with 100k stored; c32 latency
+        cookies = tokens + random.sample(small_fill.tokens, COOKIES_PER_RUN - len(tokens))
+        cookies_large = large_tokens + random.sample(large_fill.tokens, COOKIES_PER_RUN - len(large_tokens))
+        ram_ids = ram_sessions(small_app, COOKIES_PER_RUN)
+        runner = Runner(args.seconds)
         # The bare page gets the same cookies (a signed-in browser sends them to every page):
         # the difference between the two is the session layer, not parsing a Cookie header.
-        pages = [("bare", "bare", {"cookies": cookies}),
-                 ("signed", "signed", {"cookies": cookies}),
-                 ("ram", "ram", {"cookies": ram_ids, "cookie_name": "session_id"}),
-                 ("signed_c32", "signed", {"cookies": cookies, "connections": 32})]
-        for key, page, kwargs in pages[:3]:  # warm-up: imports, pools, caches
-            runner.run(page, seconds=2, **kwargs)
-        say(f"throughput at 1,000 sessions ({args.rounds} rounds of {args.seconds:g} s, concurrency 16/32):")
-        small = throughput_rounds(runner, args.rounds, pages)
-        raw["runs_1k"] = small
+        spec = [("bare", small_app, "bare", {"cookies": cookies}),
+                ("signed", small_app, "signed", {"cookies": cookies}),
+                ("ram", small_app, "ram", {"cookies": ram_ids, "cookie_name": "session_id"}),
+                ("signed_large", large_app, "signed", {"cookies": cookies_large}),
+                ("signed_c32", small_app, "signed", {"cookies": cookies, "connections": 32}),
+                ("bare_c1", small_app, "bare", {"cookies": cookies, "connections": 1, "threads": 1}),
+                ("signed_c1", small_app, "signed", {"cookies": cookies, "connections": 1, "threads": 1})]
+        for _key, app, page, options in spec[:4]:  # warm-up: imports, pools, caches
+            runner.run(app, page, **{**options, "seconds": 2})
+        say(f"throughput ({args.rounds} rounds of {args.seconds:g} s, concurrency 16; signed_c32 at 32; "
+            f"signed_large with {args.large:,} sessions stored):")
+        runs = throughput_rounds(runner, args.rounds, spec)
+        raw["runs"] = runs
+        large_app.stop()
 
-        # 4. one bare request, opening credentials, profile
-        bare_c1 = runner.run("bare", connections=1, threads=1)
-        crypto = crypto_costs(app.secure_key)
-        read_cpu = db_read_client_cpu(app.mongodb_uri, Keyring(app.secure_key).current.record_id(tokens[0]))
-        raw.update(bare_c1=bare_c1, crypto=crypto, db_read_client=read_cpu)
-        say(f"one bare request at concurrency 1: {bare_c1['mean_ms'] * 1000:.0f} µs; opening credentials: "
-            f"{crypto['open_us']} µs ({crypto}); one find_one costs a client {read_cpu['cpu_us']} µs of CPU")
-        bare_profile, _text = profile(app, "bare", cookies, 3)
-        summary, text = profile(app, "signed", cookies, 3)
+        # 4. opening credentials, one database read, profiles
+        crypto = crypto_costs(small_app.secure_key)
+        read_cpu = db_read_client_cpu(small_app.mongodb_uri,
+                                      Keyring(small_app.secure_key).current.record_id(tokens[0]))
+        raw.update(crypto=crypto, db_read_client=read_cpu)
+        say(f"opening credentials (one thread, no I/O): {crypto}; one find_one costs its client "
+            f"{read_cpu['cpu_us']} µs of CPU")
+        bare_profile, _text = profile(small_app, "bare", cookies, 3)
+        summary, text = profile(small_app, "signed", cookies, 3)
         added = profile_difference(bare_profile, summary)
         raw.update(profile=summary, profile_bare=bare_profile, profile_added=added)
+        for proc in (small_app, db_small, db_large):  # nothing else running for the HTTPS figures
+            proc.stop()
 
-        # 5. growth: 100,000 sessions stored
-        took = filler.fill_to(args.large, rebuild_indexes=True)
-        say(f"{filler.count()} sessions stored (bulk insert of engine-made records: {took:.0f} s)")
-        cookies_large = tokens + random.sample(filler.tokens, COOKIES_PER_RUN - len(tokens))
-        large_pages = [("bare", "bare", {"cookies": cookies_large}),
-                       ("signed", "signed", {"cookies": cookies_large})]
-        runner.run("signed", seconds=2, cookies=cookies_large)
-        say(f"throughput at {args.large:,} sessions:")
-        large = throughput_rounds(runner, args.rounds, large_pages)
-        raw["runs_large"] = large
-
-        # 6. pooled vs fresh HTTPS
+        # 5. pooled vs fresh HTTPS
         certs = Certificates(logdir)
         tls = TLSSandbox(certs, logdir).start()
-        api = clients.compare_api(tls, seconds=max(1.0, args.seconds / 2), rounds=args.rounds)
-        pusher = clients.compare_pusher(tls, seconds=max(1.0, args.seconds / 2), rounds=args.rounds)
+        api = clients.compare_api(tls, seconds=1.0, rounds=args.rounds + 2)
+        pusher = clients.compare_pusher(tls, seconds=1.0, rounds=args.rounds + 2)
         raw.update(pooled_vs_fresh_api=api, pooled_vs_fresh_pusher=pusher)
         for name, r in (("API", api), ("Pusher", pusher)):
             say(f"{name} client over HTTPS: pooled {r['pooled_per_s']:.0f} calls/s, fresh {r['fresh_per_s']:.0f} "
                 f"calls/s (new connections: pooled {r['connections']['pooled']} for "
                 f"{r['connections']['pooled_calls']} calls, fresh {r['connections']['fresh']} for "
                 f"{r['connections']['fresh_calls']})")
+    except BaseException:
+        say(f"bench failed; the processes' logs are in {logdir}")
+        raise
     finally:
-        for proc in (tls, app, sandbox, db):
+        for proc in (tls, small_app, large_app, sandbox, db_small, db_large):
             if proc is not None:
                 proc.stop()
-        if filler is not None:
+        for filler in fillers:
             filler.close()
 
-    bare, signed, ram = (median(small[k], "rps") for k in ("bare", "signed", "ram"))
-    large_signed, large_bare = median(large["signed"], "rps"), median(large["bare"], "rps")
-    p99_over_p50 = statistics.median(r["p99_ms"] / r["p50_ms"] for r in small["signed_c32"])
+    bare, signed, ram, large_signed = (median(runs[k], "rps") for k in ("bare", "signed", "ram", "signed_large"))
+    bare_c1_us = median(runs["bare_c1"], "mean_ms") * 1000
+    c1_ratio = paired(runs, "signed_c1", "bare_c1")
+    p99_over_p50 = statistics.median(r["p99_ms"] / r["p50_ms"] for r in runs["signed_c32"] if r["p50_ms"])
+    stalled = sum(1 for r in runs["signed_large"] if not r["rps"])
+    worst_large_p99 = max(r["p99_ms"] for r in runs["signed_large"])
+    worst_small_p99 = max(r["p99_ms"] for r in runs["signed"])
     results = {
-        "signed_in_vs_bare": figures.figure("signed_in_vs_bare", signed / bare),
-        "signed_in_vs_cherrypy_ram": figures.figure("signed_in_vs_cherrypy_ram", signed / ram),
+        "signed_in_vs_bare": figures.figure("signed_in_vs_bare", paired(runs, "signed", "bare")),
+        "signed_in_vs_cherrypy_ram": figures.figure("signed_in_vs_cherrypy_ram", paired(runs, "signed", "ram")),
         "db_reads_per_request": figures.figure("db_reads_per_request", counts["reads"] / counts["requests"]),
         "db_writes_per_request": figures.figure("db_writes_per_request", counts["writes"] / counts["requests"]),
         "pooled_vs_fresh_api": figures.figure("pooled_vs_fresh_api", api["ratio"]),
         "pooled_vs_fresh_pusher": figures.figure("pooled_vs_fresh_pusher", pusher["ratio"]),
-        "growth_100k_vs_1k": figures.figure("growth_100k_vs_1k", large_signed / signed),
+        "growth_100k_vs_1k": figures.figure("growth_100k_vs_1k", paired(runs, "signed_large", "signed")),
         "crypto_open_share": figures.figure("crypto_open_share",
-                                            crypto["open_us"] / (bare_c1["mean_ms"] * 1000)),
+                                            crypto["open_us"] / bare_c1_us),
         "latency_p99_over_p50_c32": figures.figure("latency_p99_over_p50_c32", p99_over_p50),
     }
-    cpu = {k: median(small[k], "app_cpu_us") for k in ("bare", "signed", "ram")}
-    db_cpu = median(small["signed"], "db_cpu_us")
-    raw["medians"] = {"rps": {"bare": bare, "signed": signed, "ram": ram, "signed_large": large_signed,
-                              "bare_large": large_bare},
-                      "app_cpu_us": cpu, "db_cpu_us_signed": db_cpu,
-                      "growth_bare_normalised": (large_signed / large_bare) / (signed / bare)}
+    cpu = {k: median(runs[k], "app_cpu_us") for k in runs}
+    db_cpu = {k: median(runs[k], "db_cpu_us") for k in runs}
+    raw["medians"] = {"rps": {k: median(runs[k], "rps") for k in runs},
+                      "app_cpu_us": cpu, "db_cpu_us": db_cpu, "signed_vs_bare_c1": c1_ratio}
     notes = [
-        f"Medians of {args.rounds} alternating runs of {args.seconds:g} s at concurrency 16: bare {bare:.0f}, "
+        f"Ratios are medians over {args.rounds} rounds of the ratio within each round (every round runs "
+        f"every page once, in rotating order, {args.seconds:g} s each). Median req/s at concurrency 16: "
+        f"bare {bare:.0f}, "
         f"signed-in {signed:.0f}, RAM sessions {ram:.0f} req/s; signed-in {large_signed:.0f} req/s with "
-        f"{args.large:,} sessions (bare {large_bare:.0f}).",
-        f"App CPU per request: bare {cpu['bare']:.0f} µs, RAM sessions {cpu['ram']:.0f} µs, signed-in "
-        f"{cpu['signed']:.0f} µs (the database process adds {db_cpu:.0f} µs per signed-in request "
-        f"on the same cores). Of the signed-in extra: one find_one costs pymongo ~{read_cpu['cpu_us']} µs "
-        f"of CPU, opening the credentials {crypto['open_us']:.0f} µs "
-        f"(AES-GCM with its HKDF key {crypto['hkdf_aes_gcm_us']:.0f} µs, record id {crypto['record_id_us']:.0f} µs).",
+        f"{args.large:,} sessions stored (a second app and database, its runs in the same rotation).",
+        f"App CPU per request at concurrency 16: bare {cpu['bare']:.0f} µs, RAM sessions {cpu['ram']:.0f} µs, "
+        f"signed-in {cpu['signed']:.0f} µs, and the database process {db_cpu['signed']:.0f} µs more per "
+        f"signed-in request on the same cores. At concurrency 1: bare {cpu['bare_c1']:.0f} µs, signed-in "
+        f"{cpu['signed_c1']:.0f} µs (signed-in ÷ bare req/s there: {c1_ratio:.2f}).",
+        f"Alone, without I/O or other threads: one find_one costs pymongo {read_cpu['cpu_us']} µs of CPU, "
+        f"opening the credentials {crypto['open_us']:.0f} µs (AES-GCM with its HKDF key "
+        f"{crypto['hkdf_aes_gcm_us']:.0f} µs, record id {crypto['record_id_us']:.0f} µs). Under concurrency "
+        f"both cost several times that: each of pycryptodome's ~20 C calls (cffi) and each socket call "
+        f"releases the GIL, and with 16 busy threads every release is a thread switch.",
+        f"Worst p99 of the signed-in page at concurrency 16: {worst_small_p99 / 1000:.2f} s with 1,000 "
+        f"sessions stored, {worst_large_p99 / 1000:.2f} s with {args.large:,}"
+        + (f"; {stalled} of {args.rounds} runs with {args.large:,} finished no request at all: SecantusDB's "
+           "TTL sweeper walks every session once a minute holding its storage lock (~5 s at 100,000), and "
+           "reads wait (MongoDB's TTL monitor does not block reads like this)." if stalled else "."),
         "Profile (CPU a signed-in request adds to a bare one): " + ", ".join(
             f"{r['package']} {r['share']:.0%} ({r['calls']:.0f} calls)" for r in added if r["share"] >= 0.03) + ".",
         f"HTTPS calls/s, pooled vs fresh: Social OS API {api['pooled_per_s']:.0f} vs {api['fresh_per_s']:.0f}, "

@@ -43,15 +43,17 @@ def _rate(call, seconds):
 def _compare(pooled_call, fresh_call, seconds, rounds, stats):
     pooled, fresh = [], []
     conns = {"pooled": 0, "fresh": 0, "pooled_calls": 0, "fresh_calls": 0}
-    for _ in range(rounds):
-        for kind, call, rates in (("pooled", pooled_call, pooled), ("fresh", fresh_call, fresh)):
+    for r in range(rounds):
+        pair = [("pooled", pooled_call, pooled), ("fresh", fresh_call, fresh)]
+        for kind, call, rates in pair if r % 2 == 0 else pair[::-1]:  # neither always goes first
             before = stats()
             rate, calls = _rate(call, seconds)
             conns[kind] += stats() - before - 1  # less the stats call's own connection
             conns[f"{kind}_calls"] += calls
             rates.append(rate)
+    # Each round's pooled ÷ fresh, then the median: a pair shares the machine's mood of the moment.
     return {"pooled_per_s": statistics.median(pooled), "fresh_per_s": statistics.median(fresh),
-            "ratio": statistics.median(pooled) / statistics.median(fresh),
+            "ratio": statistics.median(p / f for p, f in zip(pooled, fresh)),
             "pooled_runs": pooled, "fresh_runs": fresh, "connections": conns}
 
 

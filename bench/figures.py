@@ -121,7 +121,7 @@ def draw(results, info, path=HERE / "results.png"):
     except ImportError:
         return None
     groups = [
-        ("per-request cost (higher is better)",
+        ("signed-in req/s ratios (higher is better)",
          ["signed_in_vs_bare", "signed_in_vs_cherrypy_ram", "growth_100k_vs_1k"]),
         ("pooled ÷ fresh HTTPS (higher is better)", ["pooled_vs_fresh_api", "pooled_vs_fresh_pusher"]),
     ]

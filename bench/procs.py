@@ -95,10 +95,10 @@ class Proc:
 class Database:
     """SecantusDB on its own port, data in a temporary directory."""
 
-    def __init__(self, logdir):
+    def __init__(self, logdir, name="secantusdb"):
         self.port = free_port()
-        self.path = tempfile.mkdtemp(prefix="bench-db-", dir=logdir)
-        self.proc = Proc("secantusdb", [str(BIN / "secantusd-py"), "--host", "127.0.0.1",
+        self.path = tempfile.mkdtemp(prefix=f"{name}-", dir=logdir)
+        self.proc = Proc(name, [str(BIN / "secantusd-py"), "--host", "127.0.0.1",
                                         "--port", str(self.port), "--storage-path", self.path,
                                         "--log-level", "WARNING"], logdir=logdir)
 
@@ -147,7 +147,9 @@ class BenchApp:
     sessions the app opens.
     """
 
-    def __init__(self, db, sandbox, logdir, database="bench"):
+    def __init__(self, db, sandbox, logdir, database="bench", name="app"):
+        self.db = db
+        self.name = name
         self.logdir = logdir
         self.port = free_port()
         self.database = database
@@ -184,10 +186,10 @@ class BenchApp:
     def start(self, count_db=False):
         """Start (or restart) the app; ``count_db`` registers the command counter."""
         env = {**self.env, "BENCH_COUNT_DB": "1" if count_db else "0"}
-        self.proc = Proc("app", [PYTHON, "-m", "bench.serve", "--host", "127.0.0.1",
+        self.proc = Proc(self.name, [PYTHON, "-m", "bench.serve", "--host", "127.0.0.1",
                                  "--port", str(self.port)], env=env, logdir=self.logdir).start()
         wait_for(lambda: self.proc.alive()
-                 and requests.get(self.url("/healthz"), timeout=2).status_code == 200, 60, "app")
+                 and requests.get(self.url("/healthz"), timeout=2).status_code == 200, 60, self.name)
         return self
 
     def stop(self):
