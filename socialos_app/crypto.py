@@ -9,6 +9,14 @@ The cookie carries a 256-bit random *token*. The database never sees it:
   server secret and the user's cookie; the record id is bound in as
   associated data, so a blob cannot be moved to another record.
 
+HKDF-SHA256 (RFC 5869) is used in its two steps: Extract, over SECURE_KEY,
+once per process with pycryptodome; Expand, with the token in ``info``,
+once per request. A 32-byte Expand is a single HMAC, done with Python's
+C ``hmac`` (OpenSSL): pycryptodome's HMAC is a Python wrapper, and on the
+hot path it cost more than the database read. The result is byte for byte
+``Crypto.Protocol.KDF.HKDF(SECURE_KEY, 32, b"", SHA256, context=info)``
+(``tests/test_crypto.py`` checks it).
+
 Rotation: a ``Keyring`` holds the current SECURE_KEY and any previous ones.
 New sessions use the current key; a session made under a previous key is
 still found (its record id under that key) and opened, then re-sealed.
@@ -16,6 +24,7 @@ still found (its record id under that key) and opened, then re-sealed.
 
 import base64
 import binascii
+import hashlib
 import hmac
 import re
 import secrets
@@ -47,6 +56,16 @@ def _token_bytes(token):
     return base64.urlsafe_b64decode(token + "=")
 
 
+def hkdf_extract(master):
+    """HKDF-SHA256 Extract with an empty salt: the pseudorandom key (once per process)."""
+    return HMAC.new(b"\0" * SHA256.digest_size, master, SHA256).digest()
+
+
+def hkdf_expand(prk, info):
+    """HKDF-SHA256 Expand to 32 bytes: one HMAC block, T(1) = HMAC(PRK, info || 0x01)."""
+    return hmac.digest(prk, info + b"\x01", "sha256")
+
+
 def _subkey(master, purpose):
     return HKDF(master, 32, b"", SHA256, context=b"socialos/v1/" + purpose)
 
@@ -55,17 +74,17 @@ class SessionKey:
     """Everything one server secret derives: record ids, seals and CSRF tokens."""
 
     def __init__(self, master):
-        self._master = master
+        self._prk = hkdf_extract(master)
         self._id_key = _subkey(master, b"record-id")
         self._csrf_key = _subkey(master, b"csrf")
 
     def record_id(self, token):
         """The database id of the session a token names (64 hex chars)."""
-        return HMAC.new(self._id_key, token.encode(), SHA256).hexdigest()
+        return hmac.new(self._id_key, token.encode(), hashlib.sha256).hexdigest()
 
     def _seal_key(self, token):
-        # Salted with the token: neither the server secret nor the cookie alone derives it.
-        return HKDF(self._master, 32, _token_bytes(token), SHA256, context=b"socialos/v1/seal")
+        # The token in HKDF's info: neither the server secret nor the cookie alone derives it.
+        return hkdf_expand(self._prk, b"socialos/v1/seal:" + _token_bytes(token))
 
     def seal(self, token, record_id, plaintext):
         """Encrypt and authenticate ``plaintext`` for this token and record."""
@@ -92,7 +111,7 @@ class SessionKey:
 
     def csrf_token(self, binding):
         """A CSRF token bound to a session token (or a pre-session cookie)."""
-        return HMAC.new(self._csrf_key, b"csrf:" + binding.encode(), SHA256).hexdigest()
+        return hmac.new(self._csrf_key, b"csrf:" + binding.encode(), hashlib.sha256).hexdigest()
 
     def check_csrf(self, binding, given):
         """Constant-time check of a submitted CSRF token."""

@@ -308,3 +308,18 @@ def test_load_reads_the_process_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SESSION_TTL", "61")
     s = settings.load()
     assert s.embedded and s.session_ttl == 61
+
+
+def test_hkdf_in_two_steps_is_rfc_5869_and_pycryptodomes_hkdf():
+    from Crypto.Hash import SHA256
+    from Crypto.Protocol.KDF import HKDF
+
+    from socialos_app.crypto import hkdf_expand, hkdf_extract
+
+    # RFC 5869, test case 3 (SHA-256, empty salt and info): PRK and the first 32 bytes of OKM.
+    prk = hkdf_extract(bytes([0x0B]) * 22)
+    assert prk.hex() == "19ef24a32c717b167f33a91d6f648bdf96596776afdb6377ac434c1c293ccb04"
+    assert hkdf_expand(prk, b"").hex() == "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"
+    for n in range(50):
+        master, info = secrets.token_bytes(32 + n), secrets.token_bytes(n)
+        assert hkdf_expand(hkdf_extract(master), info) == HKDF(master, 32, b"", SHA256, context=info)
