@@ -35,7 +35,7 @@ def parse_args(argv):
 def load_settings(args):
     conf = reprconf.Parser().dict_from_file(str(SERVER_CONF)).get("global", {})
     try:
-        return settings_mod.load(conf=conf, flags={"host": args.host, "port": args.port}), conf
+        return settings_mod.load(conf=conf, flags={"host": args.host, "port": args.port})
     except settings_mod.SettingsError as exc:
         print(f"socialos-app: bad setting: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -54,7 +54,7 @@ def banner(s):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    s, _conf = load_settings(args)
+    s = load_settings(args)
     if args.check_config:
         for name, value in s.masked().items():
             print(f"{name} = {value}")
