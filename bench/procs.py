@@ -8,135 +8,43 @@ of each goes to a log file under a temporary directory, shown on failure.
 
 import os
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
 
+from socialos_app.sandbox import processes
+from socialos_app.sandbox.processes import DEMO_PUSHER as PUSHER_APP
+from socialos_app.sandbox.processes import free_port, port_open, wait_for  # noqa: F401 - re-exported
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-BIN = Path(PYTHON).parent
-PUSHER_APP = {"PUSHER_APP_ID": "demo", "PUSHER_KEY": "demo-key", "PUSHER_SECRET": "demo-secret"}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port):
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_for(check, timeout, what):
-    """Poll ``check`` until it is truthy; TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as exc:  # noqa: BLE001 - a service coming up
-            last = exc
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not ready after {timeout}s: {last!r}")
-
-
-class Proc:
-    """A child process (its own process group) with its output in a log file."""
+class Proc(processes.Proc):
+    """A child process logging to ``logdir/NAME.log``."""
 
     def __init__(self, name, args, env=None, logdir=None):
-        self.name, self.args, self.env = name, args, env
-        self.log_path = Path(logdir or tempfile.gettempdir()) / f"{name}.log"
-        self.proc = None
-
-    def start(self):
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        return self
-
-    def alive(self):
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited (code {self.proc.returncode}):\n{self.output()[-3000:]}")
-        return True
-
-    def cpu_seconds(self):
-        """User + system CPU time the process has used so far (Linux /proc), else 0."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return 0.0
-
-    def output(self):
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, timeout=15):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__(name, args, env=env, log_path=Path(logdir) / f"{name}.log" if logdir else None)
 
 
-class Database:
-    """SecantusDB on its own port, data in a temporary directory."""
+class Database(processes.Database):
+    """SecantusDB on its own port, data in a temporary directory under ``logdir``."""
 
     def __init__(self, logdir, name="secantusdb"):
-        self.port = free_port()
-        self.path = tempfile.mkdtemp(prefix=f"{name}-", dir=logdir)
-        self.proc = Proc(name, [str(BIN / "secantusd-py"), "--host", "127.0.0.1",
-                                        "--port", str(self.port), "--storage-path", self.path,
-                                        "--log-level", "WARNING"], logdir=logdir)
+        super().__init__(path=tempfile.mkdtemp(prefix=f"{name}-", dir=logdir),
+                         log_path=Path(logdir) / f"{name}.log")
 
     def uri(self, db):
-        return f"mongodb://127.0.0.1:{self.port}/{db}?directConnection=true"
-
-    def start(self):
-        self.proc.start()
-        wait_for(lambda: self.proc.alive() and port_open(self.port), 60, "SecantusDB")
-        return self
-
-    def stop(self):
-        self.proc.stop()
-        shutil.rmtree(self.path, ignore_errors=True)
+        return self.uri_for(db)
 
 
-class Sandbox:
+class Sandbox(processes.Sandbox):
     """``python -m socialos_app.sandbox``: the app's upstreams (plain HTTP) for sign-in."""
 
     def __init__(self, logdir):
-        self.api_port, self.pusher_port = free_port(), free_port()
-        self.proc = Proc("sandbox", [PYTHON, "-m", "socialos_app.sandbox", "--host", "127.0.0.1",
-                                     "--api-port", str(self.api_port),
-                                     "--pusher-port", str(self.pusher_port)],
-                         env={**os.environ, **PUSHER_APP}, logdir=logdir)
-
-    @property
-    def base(self):
-        return f"http://127.0.0.1:{self.api_port}"
-
-    def start(self):
-        self.proc.start()
-        wait_for(lambda: self.proc.alive() and port_open(self.api_port) and port_open(self.pusher_port),
-                 30, "sandbox")
-        return self
-
-    def stop(self):
-        self.proc.stop()
+        super().__init__(log_path=Path(logdir) / "sandbox.log")
 
 
 class BenchApp:

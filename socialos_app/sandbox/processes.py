@@ -1,0 +1,184 @@
+"""The local stand-ins as child processes: SecantusDB and the sandboxes.
+
+One place for starting, waiting on and stopping them, used by embedded
+mode (``socialos_app/embedded.py``), the tests and the benchmarks. Each
+child runs in its own process group with its output in a log file.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["Proc", "ProcessExited", "Database", "Sandbox", "free_port", "port_open", "wait_for",
+           "secantus_command"]
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+DEMO_PUSHER = {"PUSHER_APP_ID": "demo", "PUSHER_KEY": "demo-key", "PUSHER_SECRET": "demo-secret"}
+
+
+def free_port():
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class ProcessExited(RuntimeError):
+    """A child we were waiting on has died: no point waiting any longer."""
+
+
+def wait_for(check, timeout=20.0, what="service"):
+    """Poll ``check`` until it returns something truthy; TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except ProcessExited:
+            raise
+        except Exception as exc:  # noqa: BLE001 - polling a service that is coming up
+            last = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout}s: {last!r}")
+
+
+def secantus_command():
+    """``secantusd-py`` beside this Python, or on PATH (the ``embedded`` extra)."""
+    exe = Path(sys.executable).parent / "secantusd-py"
+    found = str(exe) if exe.exists() else shutil.which("secantusd-py")
+    if not found:
+        raise RuntimeError("SecantusDB is not installed: pip install -e '.[embedded]' (or set MONGODB_URI)")
+    return [found]
+
+
+class Proc:
+    """A child process in its own process group, its output appended to ``log_path``."""
+
+    def __init__(self, name, args, env=None, log_path=None):
+        self.name, self.args, self.env = name, list(args), env
+        self.log_path = Path(log_path) if log_path else Path(
+            tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False).name)
+        self.proc = None
+
+    def start(self):
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def alive(self):
+        """True while running; RuntimeError with the log's tail once it has exited."""
+        if self.proc.poll() is not None:
+            raise ProcessExited(f"{self.name} exited (code {self.proc.returncode}):\n{self.output()[-3000:]}")
+        return True
+
+    def output(self):
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cpu_seconds(self):
+        """User + system CPU time used so far (Linux /proc), else 0."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Signal, wait, kill if it must; the exit code."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+
+class Database:
+    """SecantusDB on loopback; ``stop()`` then ``start()`` keeps port and data."""
+
+    def __init__(self, port=None, path=None, test_commands=False, log_path=None):
+        self.port = port or free_port()
+        self.path = str(path or tempfile.mkdtemp(prefix="secantus-"))
+        self.test_commands = test_commands
+        self.log_path = log_path
+        self.proc = None
+
+    def uri_for(self, db):
+        return f"mongodb://127.0.0.1:{self.port}/{db}?directConnection=true"
+
+    def start(self, timeout=60):
+        args = [*secantus_command(), "--host", "127.0.0.1", "--port", str(self.port),
+                "--storage-path", self.path, "--log-level", "WARNING"]
+        if self.test_commands:
+            args.append("--enable-test-commands")
+        self.proc = Proc("secantusdb", args, log_path=self.log_path).start()
+        wait_for(lambda: self.proc.alive() and port_open(self.port), timeout, "SecantusDB")
+        return self
+
+    def stop(self):
+        return self.proc.stop() if self.proc else None
+
+    def cleanup(self):
+        """Stop and delete the data."""
+        self.stop()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class Sandbox:
+    """``python -m socialos_app.sandbox``: the Social OS API and Pusher sandboxes."""
+
+    PUSHER = DEMO_PUSHER
+
+    def __init__(self, api_port=None, pusher_port=None, channel=None, env=None, log_path=None):
+        self.api_port = api_port or free_port()
+        self.pusher_port = pusher_port or free_port()
+        self.channel = channel
+        self.env = env
+        self.log_path = log_path
+        self.proc = None
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def api_url(self):
+        return f"{self.base}/api"
+
+    @property
+    def admin_url(self):
+        return f"{self.base}/admin"
+
+    @property
+    def pusher_url(self):
+        return f"http://127.0.0.1:{self.pusher_port}"
+
+    def start(self, timeout=30):
+        env = self.env if self.env is not None else {**os.environ, **self.PUSHER}
+        args = [sys.executable, "-m", "socialos_app.sandbox", "--host", "127.0.0.1",
+                "--api-port", str(self.api_port), "--pusher-port", str(self.pusher_port)]
+        if self.channel:
+            args += ["--channel", self.channel]
+        self.proc = Proc("sandbox", args, env=env, log_path=self.log_path).start()
+        wait_for(lambda: self.proc.alive() and port_open(self.api_port) and port_open(self.pusher_port),
+                 timeout, "sandbox")
+        return self
+
+    def stop(self):
+        return self.proc.stop() if self.proc else None
