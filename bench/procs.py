@@ -6,7 +6,6 @@ app's sign-in; HTTPS for the client figures, see ``tls``) and the app itself
 of each goes to a log file under a temporary directory, shown on failure.
 """
 
-import os
 import secrets
 import sys
 import tempfile
@@ -15,7 +14,7 @@ from pathlib import Path
 import requests
 
 from socialos_app.sandbox import processes
-from socialos_app.sandbox.processes import DEMO_PUSHER as PUSHER_APP
+from socialos_app.sandbox.processes import DEMO_PUSHER as PUSHER_APP  # noqa: F401 - re-exported
 from socialos_app.sandbox.processes import free_port, port_open, wait_for  # noqa: F401 - re-exported
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,24 +62,9 @@ class BenchApp:
         self.database = database
         self.mongodb_uri = db.uri(database)
         self.secure_key_hex = secrets.token_hex(32)
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PUSHER_", "SOCIALOS_", "SESSION_", "SECURE_KEY", "MONGODB_"))}
-        env.update({
-            "MONGODB_URI": self.mongodb_uri,
-            "SECURE_KEY": self.secure_key_hex,
-            "SOCIALOS_API_URL": f"{sandbox.base}/api",
-            "SOCIALOS_ADMIN_URL": f"{sandbox.base}/admin",
-            "SOCIALOS_ADMIN_USER": "admin",
-            "SOCIALOS_ADMIN_PASSWORD": "admin",
-            "PUSHER_HOST": "127.0.0.1",
-            "PUSHER_PORT": str(sandbox.pusher_port),
-            "PUSHER_SCHEME": "http",
-            "COOKIE_SECURE": "0",
-            # One log line per request would be the same cost on every page: leave it out
-            # so the ratios show the session layer, not the logger.
-            "LOG_LEVEL": "WARNING",
-            **PUSHER_APP,
-        })
+        # LOG_LEVEL WARNING (the default here): a log line per request would cost the same on
+        # every page, so the ratios show the session layer, not the logger.
+        env = processes.app_env(self.mongodb_uri, sandbox, self.secure_key_hex)
         self.env = env
         self.proc = None
 

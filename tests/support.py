@@ -1,7 +1,6 @@
 """Real processes for the tests: SecantusDB, the sandboxes and the app,
 each on an ephemeral loopback port, started and stopped explicitly."""
 
-import os
 import secrets
 import signal
 import sys
@@ -50,24 +49,9 @@ class Sandbox(processes.Sandbox):
 
 
 def app_env(db, sandbox, **overrides):
-    """The environment of an app process in production mode against the test services."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PUSHER_", "SOCIALOS_", "SESSION_"))}
-    env.update({
-        "MONGODB_URI": db.uri_for("app_" + secrets.token_hex(4)),
-        "SECURE_KEY": secrets.token_hex(32),
-        "SOCIALOS_API_URL": sandbox.api_url,
-        "SOCIALOS_ADMIN_URL": sandbox.admin_url,
-        "SOCIALOS_ADMIN_USER": "admin",
-        "SOCIALOS_ADMIN_PASSWORD": "admin",
-        "PUSHER_HOST": "127.0.0.1",
-        "PUSHER_PORT": str(sandbox.pusher_port),
-        "PUSHER_SCHEME": "http",
-        "COOKIE_SECURE": "0",
-        "LOG_LEVEL": "WARNING",
-        **Sandbox.PUSHER,
-    })
-    env.update({k: str(v) for k, v in overrides.items()})
-    return env
+    """Production-mode settings against the test services: a fresh database name and key."""
+    return processes.app_env(db.uri_for("app_" + secrets.token_hex(4)), sandbox, secrets.token_hex(32),
+                             **overrides)
 
 
 class App:

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Proc", "ProcessExited", "Database", "Sandbox", "free_port", "port_open", "wait_for",
-           "secantus_command"]
+__all__ = ["Proc", "ProcessExited", "Database", "Sandbox", "app_env", "free_port", "port_open",
+           "wait_for", "secantus_command"]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEMO_PUSHER = {"PUSHER_APP_ID": "demo", "PUSHER_KEY": "demo-key", "PUSHER_SECRET": "demo-secret"}
@@ -182,3 +182,28 @@ class Sandbox:
 
     def stop(self):
         return self.proc.stop() if self.proc else None
+
+
+def app_env(mongodb_uri, sandbox, secure_key_hex, **overrides):
+    """The environment of ``python app.py`` in production mode against these stand-ins.
+
+    Nothing of the caller's own Social OS, Pusher or session settings leaks in.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PUSHER_", "SOCIALOS_", "SESSION_", "SECURE_KEY", "MONGODB_"))}
+    env.update({
+        "MONGODB_URI": mongodb_uri,
+        "SECURE_KEY": secure_key_hex,
+        "SOCIALOS_API_URL": sandbox.api_url,
+        "SOCIALOS_ADMIN_URL": sandbox.admin_url,
+        "SOCIALOS_ADMIN_USER": "admin",
+        "SOCIALOS_ADMIN_PASSWORD": "admin",
+        "PUSHER_HOST": "127.0.0.1",
+        "PUSHER_PORT": str(sandbox.pusher_port),
+        "PUSHER_SCHEME": "http",
+        "COOKIE_SECURE": "0",
+        "LOG_LEVEL": "WARNING",
+        **sandbox.PUSHER,
+    })
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
