@@ -36,6 +36,11 @@ def safe_next(value, default="/dashboard"):
     return value
 
 
+def _as_dict(answer):
+    """An upstream answer that should be an object; anything else counts as empty."""
+    return answer if isinstance(answer, dict) else {}
+
+
 def _client_address():
     return cherrypy.serving.request.remote.ip or ""
 
@@ -96,8 +101,8 @@ class Root:
             return self._login_form(next_path, "Wrong username or password.", username[:MAX_USERNAME])
 
         svc = self.services
-        throttle = svc.throttle
-        wait = throttle.blocked(username, _client_address()) if throttle else 0
+        throttle, address = svc.throttle, _client_address()
+        wait = throttle.blocked(username, address)
         if wait:
             cherrypy.serving.response.headers["Retry-After"] = str(wait)
             unit = "second" if wait == 1 else "seconds"
@@ -106,8 +111,7 @@ class Root:
         try:
             key = svc.socialos.create_key(username, password, ttl=self.settings.session_ttl)
         except Unauthorized:
-            if throttle:
-                throttle.failed(username, _client_address())
+            throttle.failed(username, address)
             return self._login_form(next_path, "Wrong username or password.", username)
         except UpstreamUnavailable:
             return self._login_form(next_path, "The Social OS API is not answering right now. "
@@ -115,13 +119,12 @@ class Root:
         except UpstreamError:
             return self._login_form(next_path, "The Social OS API could not sign you in just now. "
                                     "Please try again in a moment.", username, 502)
-        if throttle:
-            throttle.succeeded(username, _client_address())
+        throttle.succeeded(username, address)
 
         credentials = Credentials(token=key["token"], password=key["password"])
         client = svc.socialos.user(username, credentials.password)
         try:
-            profile = client.get("user", username)
+            profile = _as_dict(client.get("user", username))
         except UpstreamError:
             profile = {}
         name = str(profile.get("name") or username)[:200]
@@ -133,7 +136,7 @@ class Root:
             svc.engine.end(old.value)
         token, _record = svc.engine.start(
             username, name, admin, credentials,
-            user_agent=request.headers.get("User-Agent", ""), address=_client_address())
+            user_agent=request.headers.get("User-Agent", ""), address=address)
         set_cookie(svc.cookie_name, token, self.settings.cookie_secure, self.settings.session_max_age)
         raise cherrypy.HTTPRedirect(next_path or "/dashboard", 303)
 
@@ -155,11 +158,12 @@ class Root:
     @cherrypy.expose
     def dashboard(self, q=None, **_ignored):
         user = cherrypy.serving.request.signed_in
-        profile = user.api.get("user", user.username)
+        profile = _as_dict(user.api.get("user", user.username))
         query = q.strip()[:MAX_QUERY] if isinstance(q, str) else ""
         results = None
         if query:
-            results = user.api.search("user", params={"q": query}).get("results", [])
+            results = _as_dict(user.api.search("user", params={"q": query})).get("results")
+            results = [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
         devices = self.services.engine.store.list_user(user.username)
         return render("dashboard.html", title="Dashboard", profile=profile, query=query,
                       results=results, devices=devices, current=user.record.id)
@@ -184,7 +188,8 @@ class Root:
         problem = ""
         users = []
         try:
-            users = self.services.socialos.admin().get("user").get("users", [])
+            users = _as_dict(self.services.socialos.admin().get("user")).get("users")
+            users = [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
         except Unauthorized:
             problem = "The Social OS admin API refused the admin credentials in SOCIALOS_ADMIN_USER."
         except UpstreamError as exc:

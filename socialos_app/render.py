@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import cherrypy
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 __all__ = ["render", "TEMPLATES"]
 
@@ -12,7 +12,8 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 _env = Environment(
     loader=FileSystemLoader(str(TEMPLATES)),
     autoescape=select_autoescape(default=True, default_for_string=True),
-    undefined=StrictUndefined,  # a typo in a template fails loudly in tests, not silently in prod
+    # Default (lenient) undefined: upstream objects may lack a field, and a page
+    # must render what it has rather than fail.
     trim_blocks=True,
     lstrip_blocks=True,
 )

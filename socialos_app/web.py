@@ -46,7 +46,7 @@ class Services:
     keyring: Keyring
     engine: SessionEngine
     socialos: SocialOS
-    pusher: object = None
+    pusher: object = None      # None when Pusher is not configured
     throttle: object = None
     presence: object = None
 
@@ -179,8 +179,7 @@ class ServicesPlugin(SimplePlugin):
     def start(self):
         try:
             self.services.engine.setup()
-            if self.services.throttle:
-                self.services.throttle.setup()
+            self.services.throttle.setup()
         except StoreUnavailable as exc:
             # Start anyway: pages answer 503 until the database is back (indexes are idempotent).
             self.bus.log(f"session database not reachable at start ({exc}); will answer 503 until it is",

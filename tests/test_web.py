@@ -582,3 +582,12 @@ def test_the_session_token_never_appears_in_a_url_or_a_page(app):
         seen += [r.headers.get("Location", "") for r in page.history] + [page.url, page.text]
         seen += re.findall(r'(?:href|action|src)="([^"]*)"', page.text)
     assert token and all(token not in text for text in seen)
+
+
+@pytest.mark.parametrize("body", ['{"username": "demo"}', '["not", "an", "object"]', "{}"])
+def test_a_sparse_or_odd_profile_still_renders_the_dashboard(app, sandbox, body):
+    s, _ = sign_in(app)
+    sandbox.fault(path_prefix="/api/user", status=200, body=body, count=1)
+    page = s.get(app.url("/dashboard"), timeout=TIMEOUT)
+    assert page.status_code == 200 and "<h1>demo</h1>" in page.text
+    assert "Signed-in devices" in page.text
