@@ -35,9 +35,10 @@ class PresencePages:
         names = directory.names(ids)
         for user_id in [i for i in ids if i not in names][:MAX_PROFILE_LOOKUPS]:
             try:
-                name = user.api.get("user", user_id).get("name")
-            except UpstreamError:
-                continue  # not a Social OS user, or the API is busy: show the id
+                profile = user.api.get("user", user_id)
+            except (UpstreamError, ValueError):
+                continue  # not a Social OS user (or no usable id), or the API is busy: show the id
+            name = profile.get("name") if isinstance(profile, dict) else None
             if isinstance(name, str) and name:
                 names[user_id] = name
                 directory.remember(user_id, name)

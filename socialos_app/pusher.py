@@ -246,7 +246,10 @@ class Pusher:
         if not valid_presence_channel(channel):
             raise ValueError("users are only listed for valid presence- channels")
         answer = self._request("GET", self._app_path("channels", channel, "users"))
-        return [str(user["id"]) for user in answer.get("users", []) if isinstance(user, dict)]
+        users = answer.get("users") if isinstance(answer, dict) else None
+        if not isinstance(users, list):
+            raise UpstreamError("answer has no users list", status=200, service=SERVICE)
+        return [str(user["id"]) for user in users if isinstance(user, dict) and "id" in user]
 
     def channel_info(self, channel, info=("user_count", "subscription_count")):
         """``{"occupied": bool, ...}`` plus the attributes asked for in ``info``.

@@ -327,3 +327,18 @@ def test_webhook_events_of_other_kinds_are_ignored(app):
                                  {"name": "member_added", "channel": 7, "user_id": "x"}, "junk"))
     assert answer.status_code == 200
     assert answer.json()["handled"] == 0
+
+
+def test_odd_member_ids_are_listed_not_looked_up(signed_in, app, sandbox):
+    channel = fresh_channel()
+    for odd in ("..", ".", "<b>x</b>"):
+        add_member(sandbox, channel, odd)
+    page = get(signed_in, app, f"/presence?channel={channel}")
+    assert page.status_code == 200 and member_count(page.text) == 3
+    assert "<b>x</b>" not in page.text and "&lt;b&gt;x&lt;/b&gt;" in page.text
+
+
+def test_an_answer_without_a_users_list_is_a_message(signed_in, app, sandbox):
+    sandbox.fault("pusher", path_prefix="/apps/", status=200, body="[]", count=1)
+    page = get(signed_in, app, "/presence")
+    assert page.status_code == 502 and 'role="alert"' in page.text and "Traceback" not in page.text
