@@ -227,3 +227,70 @@ def test_csp_blocks_injected_inline_script_and_is_reported(page):
     assert page.evaluate("() => window.__injected === undefined")
     assert any("Content Security Policy" in p for p in page.problems), page.problems
     page.problems.clear()  # expected here; the fixture must not fail this test for it
+
+
+# -- live presence (static/presence.js) ----------------------------------------
+PUSHER_JS = "https://js.pusher.test/pusher.min.js"
+
+# A stand-in for pusher-js with the slice of its API presence.js uses: it
+# authorizes like pusher-js does (a form POST to channelAuthorization.endpoint
+# with its headers), then reports the members from the signed channel_data.
+FAKE_PUSHER_JS = """
+(function () {
+  function members(list) { return { count: list.length, each: function (fn) { list.forEach(fn); }, list: list }; }
+  window.Pusher = function (key, options) { this.key = key; this.options = options; };
+  window.Pusher.prototype.subscribe = function (name) {
+    var handlers = {}, auth = this.options.channelAuthorization;
+    var channel = { name: name, members: members([]), bind: function (ev, fn) { handlers[ev] = fn; } };
+    window.fakeChannel = channel;
+    window.fakeJoin = function (id, name) {
+      channel.members = members(channel.members.list.concat([{ id: id, info: { name: name } }]));
+      handlers["pusher:member_added"]({ id: id, info: { name: name } });
+    };
+    fetch(auth.endpoint, {
+      method: "POST", credentials: "same-origin",
+      headers: Object.assign({ "Content-Type": "application/x-www-form-urlencoded" }, auth.headers),
+      body: "socket_id=1234.5678&channel_name=" + encodeURIComponent(name)
+    }).then(function (r) { return r.json(); }).then(function (answer) {
+      window.fakeAuth = answer;
+      var me = JSON.parse(answer.channel_data);
+      channel.members = members([{ id: me.user_id, info: me.user_info }]);
+      handlers["pusher:subscription_succeeded"](channel.members);
+    });
+    return channel;
+  };
+}());
+"""
+
+
+@pytest.fixture
+def live_app(start_app):
+    return start_app(PUSHER_JS_URL=PUSHER_JS, PUSHER_WS_HOST="ws.pusher.test")
+
+
+def test_presence_updates_live_through_our_channel_authorization(browser, live_app):
+    context = browser.new_context(base_url=live_app.base)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.route(PUSHER_JS, lambda route: route.fulfill(
+        status=200, content_type="application/javascript", body=FAKE_PUSHER_JS))
+    pg = context.new_page()
+    problems = []
+    pg.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    pg.on("pageerror", lambda exc: problems.append(str(exc)))
+    try:
+        sign_in(pg)
+        pg.goto("/presence?channel=presence-live")
+        assert "Updates live." in pg.inner_text("#presence")
+        # Subscribed through /pusher/auth (CSRF header and all): the list is now the channel's.
+        pg.wait_for_function("() => window.fakeAuth !== undefined")
+        assert pg.evaluate("window.fakeAuth.auth").startswith("demo-key:")
+        pg.wait_for_function("() => document.getElementById('member-count').textContent === '1'")
+        assert pg.inner_text("#members") == "Demo User @demo"
+
+        pg.evaluate("window.fakeJoin('zed', 'Zed <b>Zebra</b>')")
+        pg.wait_for_function("() => document.getElementById('member-count').textContent === '2'")
+        assert pg.locator("#members li").all_inner_texts() == ["Demo User @demo", "Zed <b>Zebra</b> @zed"]
+        assert pg.locator("#members b").count() == 0  # names are text, never markup
+    finally:
+        context.close()
+    assert not problems, problems
