@@ -12,7 +12,7 @@ import binascii
 import ipaddress
 import os
 import secrets
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 __all__ = ["Settings", "SettingsError", "decode_key", "load"]
@@ -67,7 +67,6 @@ class Settings:
     db_timeout_ms: int = 2000
     max_body_bytes: int = 64 * 1024
     login_max_failures: int = 5
-    extra: dict = field(default_factory=dict)
 
     @property
     def embedded(self):
@@ -102,8 +101,6 @@ class Settings:
         """The settings as printable pairs, secrets shown only as set/unset."""
         out = {}
         for f in fields(self):
-            if f.name == "extra":
-                continue
             value = getattr(self, f.name)
             if f.name in SECRET_FIELDS:
                 value = "****" if value else "(unset)"

@@ -38,6 +38,14 @@ def app(db, sandbox):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def quick_app(db, sandbox):
+    """An app that gives up on the upstreams after half a second."""
+    server = App(app_env(db, sandbox, UPSTREAM_READ_TIMEOUT="0.5")).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def start_app(db, sandbox):
     """Start an extra app process with settings of the test's own."""

@@ -13,7 +13,6 @@ import pytest
 import requests
 
 from conftest import csrf_from, sign_in
-from support import App, app_env
 
 TIMEOUT = 10
 APP_ID, KEY, SECRET = "demo", "demo-key", "demo-secret"
@@ -132,14 +131,6 @@ def test_pusher_failing_is_a_page_with_a_sentence(signed_in, app, sandbox):
     assert re.search(r'role="alert">Pusher [^<]*\(500\)[^<]*</p>', answer.text)
     assert "Traceback" not in answer.text and "<h1>Who's here</h1>" in answer.text
     assert get(signed_in, app, "/presence").status_code == 200  # and it recovers
-
-
-@pytest.fixture(scope="module")
-def quick_app(db, sandbox):
-    """An app that gives up on the upstreams after half a second."""
-    server = App(app_env(db, sandbox, UPSTREAM_READ_TIMEOUT="0.5")).start()
-    yield server
-    server.stop()
 
 
 def test_pusher_slow_is_a_page_in_bounded_time(quick_app, sandbox):

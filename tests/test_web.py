@@ -342,15 +342,6 @@ def test_an_expired_upstream_key_ends_the_session(app, sandbox):
     assert replay.status_code == 303 and "reason" not in replay.headers["Location"]
 
 
-@pytest.fixture(scope="module")
-def quick_app(db, sandbox):
-    """An app that gives up on the upstreams after half a second."""
-    from support import App, app_env
-    server = App(app_env(db, sandbox, UPSTREAM_READ_TIMEOUT="0.5")).start()
-    yield server
-    server.stop()
-
-
 def test_an_upstream_error_is_a_page_and_the_session_survives(quick_app, sandbox):
     app = quick_app
     s, answer = sign_in(app)
