@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade "pip>=23.2"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[embedded,test,bench]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[embedded,metrics,test,bench]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
