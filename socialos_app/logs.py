@@ -49,3 +49,13 @@ def log_request():
 
 cherrypy.tools.request_timer = cherrypy.Tool("on_start_resource", start_timer)
 cherrypy.tools.request_log = cherrypy.Tool("on_end_request", log_request)
+
+
+security_log = logging.getLogger("socialos.security")
+
+
+def security_event(event, **fields):
+    """A security-relevant event at WARNING: ``event`` names it, ``fields`` say
+    who and where. Never pass a token, password, cookie or key here."""
+    detail = " ".join(f"{k}={v}" for k, v in fields.items())
+    security_log.warning("security event=%s %s", event, detail)
