@@ -2,6 +2,8 @@
 
     POST   /api/key          form ttl; Basic user:password  -> {"token", "password", "expires"}
     DELETE /api/key/{token}  Basic user:key-password        -> {"deleted": true}
+                             (any live key of the key's owner may revoke it, as
+                             "sign out my other devices" needs)
     GET    /api/user/{name}  Basic user:key-password        -> the profile
     SEARCH /api/user?q=TEXT  Basic user:key-password        -> {"results": [...]}
     GET    /admin/user       Basic admin:password           -> {"users": [...]}
@@ -117,11 +119,13 @@ class KeyStore:
         return bool(matched)
 
     def revoke(self, token, username, password):
-        """Delete the key ``token`` when these are its owner and password."""
+        """Delete the key ``token`` when ``username`` owns it and ``password``
+        is one of that user's live keys: the owner's authority, whichever key shows it."""
+        if not self.authenticate(username, password):
+            return False
         with self._lock:
             key = self._keys.get(token)
-            if (key is None or key["deleted"] or key["username"] != username
-                    or password is None or not _same(key["password"], password)):
+            if key is None or key["deleted"] or key["username"] != username:
                 return False
             key["deleted"] = True
             return True
