@@ -14,8 +14,8 @@ from datetime import timedelta
 
 from pymongo import ReturnDocument
 
-from .sessions.engine import utcnow
-from .sessions.mongo import SessionDocument, call
+from .db import database, utcnow
+from .db import guarded as call
 
 __all__ = ["LoginThrottle"]
 
@@ -33,7 +33,7 @@ class LoginThrottle:
     def __init__(self, max_failures=5):
         self.max_failures = max_failures
         # Same database as the sessions, a collection of its own.
-        self.collection = SessionDocument._get_collection().database["login_failures"]
+        self.collection = database()["login_failures"]
 
     def setup(self):
         call(self.collection.create_index, "expires", name="ttl", expireAfterSeconds=0)

@@ -9,20 +9,15 @@ previous SECURE_KEY is re-sealed under the current one.
 import json
 import secrets
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from ..crypto import Keyring, looks_like_token, new_token
+from ..db import utcnow
 from .store import SessionRecord
 
 __all__ = ["Credentials", "SessionEngine", "utcnow"]
 
 TOUCH_EVERY = timedelta(seconds=60)
-
-
-def utcnow():
-    """Naive UTC with millisecond precision, as MongoDB stores and returns it."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 @dataclass(frozen=True)

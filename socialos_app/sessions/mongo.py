@@ -11,14 +11,13 @@ from datetime import timedelta
 
 import mongoengine as me
 from pymongo import DESCENDING, ReadPreference, WriteConcern
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure
 
-from .store import SessionRecord, SessionStore, StoreUnavailable
+from ..db import ALIAS, connect
+from ..db import guarded as call  # old name, kept until every caller moves to db.guarded
+from .store import SessionRecord, SessionStore
 
 __all__ = ["MongoSessionStore", "SessionDocument", "call", "connect"]
-
-ALIAS = "sessions"
-
 
 class SessionDocument(me.Document):
     """A session as stored: nothing here opens a cookie or an upstream key."""
@@ -41,35 +40,6 @@ class SessionDocument(me.Document):
 
 _FIELDS = ("username", "name", "admin", "sealed", "created", "accessed", "expires",
            "handle", "user_agent", "address")
-
-
-def connect(uri, timeout_ms=2000, pool_size=20, **client_options):
-    """Register the mongoengine connection. Lazy: nothing is sent until first use.
-
-    Bounded server-selection and socket timeouts turn a dead database into a
-    prompt 503 instead of a hung request thread. ``client_options`` go to
-    ``MongoClient`` as they are (tests pass ``event_listeners``).
-    """
-    me.disconnect(ALIAS)
-    options = dict(
-        serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
-        # One deadline for a whole operation, retries included: a slow database
-        # can't hold a request thread for more than this.
-        timeoutMS=timeout_ms * 2,
-        # After a failover or restart, find the server again within ~2 s, not 10.
-        heartbeatFrequencyMS=2000,
-        maxPoolSize=pool_size, retryWrites=True, tz_aware=False, uuidRepresentation="standard",
-    )
-    options.update(client_options)
-    return me.connect(host=uri, alias=ALIAS, **options)
-
-
-def call(fn, *args, **kwargs):
-    """Run one database operation; any driver error becomes ``StoreUnavailable``."""
-    try:
-        return fn(*args, **kwargs)
-    except PyMongoError as exc:
-        raise StoreUnavailable(type(exc).__name__) from exc
 
 
 def _record(doc):

@@ -7,11 +7,9 @@ timeouts beyond indexing them. ``engine.SessionEngine`` holds the policy.
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..db import StoreUnavailable
+
 __all__ = ["SessionRecord", "SessionStore", "StoreUnavailable"]
-
-
-class StoreUnavailable(Exception):
-    """The backend cannot be reached now; the request should get a 503."""
 
 
 @dataclass

@@ -1,0 +1,72 @@
+"""The database room: one connection, one error wrapper, one clock.
+
+Every store (sessions, sign-in throttle, member directory) takes its
+collection in its constructor, as flask-session's backends take their
+client and collection; this module only makes the connection and hands
+out ``database()``. The connection is registered with mongoengine (the
+schema documents use it), but the hot path talks to pymongo collections
+directly: mongoengine's query building costs more than the round trip.
+"""
+
+from datetime import datetime, timezone
+
+import mongoengine as me
+from pymongo.errors import PyMongoError
+
+__all__ = ["ALIAS", "StoreUnavailable", "connect", "database", "client", "guarded", "utcnow"]
+
+ALIAS = "sessions"  # the mongoengine alias every document and store uses
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached now; the request should get a 503."""
+
+
+def connect(uri, timeout_ms=2000, pool_size=20, **client_options):
+    """Register the connection (lazy: nothing is sent until first use); the ``MongoClient``.
+
+    Bounded server-selection and socket timeouts turn a dead database into a
+    prompt 503 instead of a hung request thread. ``client_options`` go to
+    ``MongoClient`` as they are (tests pass ``event_listeners``).
+    """
+    me.disconnect(ALIAS)
+    options = dict(
+        serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
+        # One deadline for a whole operation, retries included: a slow database
+        # can't hold a request thread for more than this.
+        timeoutMS=timeout_ms * 2,
+        # After a failover or restart, find the server again within ~2 s, not 10.
+        heartbeatFrequencyMS=2000,
+        maxPoolSize=pool_size, retryWrites=True, tz_aware=False, uuidRepresentation="standard",
+    )
+    options.update(client_options)
+    return me.connect(host=uri, alias=ALIAS, **options)
+
+
+def disconnect():
+    """Close the connection ``connect`` made (tests; a stopping process)."""
+    me.disconnect(ALIAS)
+
+
+def client():
+    """The ``MongoClient`` of the connection."""
+    return me.get_connection(ALIAS)
+
+
+def database():
+    """The pymongo ``Database`` named by the connection URI."""
+    return me.get_db(ALIAS)
+
+
+def guarded(fn, *args, **kwargs):
+    """Run one database operation; any driver error becomes ``StoreUnavailable``."""
+    try:
+        return fn(*args, **kwargs)
+    except PyMongoError as exc:
+        raise StoreUnavailable(type(exc).__name__) from exc
+
+
+def utcnow():
+    """Naive UTC with millisecond precision, as MongoDB stores and returns it."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
