@@ -1,39 +1,102 @@
-"""Page handlers: sign-in and sign-out, dashboards, health.
+"""Page handlers: sign-in and sign-out, dashboard and devices, admin.
 
 Handlers get the signed-in user from ``cherrypy.request.signed_in`` (set by
-the session tool) and call the Social OS API through that user's client.
+the session tool), call ``accounts`` for anything that signs people in or
+out, and map what comes back onto a page. After an action they redirect
+with a *notice code* (``?notice=signed-out``): the page looks the code up
+in ``NOTICES``, so a message is always one of ours, never text from the URL.
 """
 
 import re
-import secrets
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import cherrypy
 
+from . import accounts
+from .devices import describe
 from .errors import Unauthorized, UpstreamError, UpstreamUnavailable
-from .render import render
-from .sessions import Credentials, StoreUnavailable
-from .sessions.engine import utcnow
+from .render import plural, render
+from .sessions import StoreUnavailable
 from .tools import expire_cookie, set_cookie
 
-__all__ = ["Root", "safe_next"]
+__all__ = ["NOTICES", "Root", "explain", "safe_next"]
 
-MAX_USERNAME = 128
-MAX_PASSWORD = 1024
 MAX_QUERY = 200
-_USERNAME_RE = re.compile(r"^[\w.@+-]{1,128}$")
+ADMIN_PAGE_SIZE = 20
+_HANDLE_RE = re.compile(r"[0-9a-f]{12}")
+
+# Pages a sign-in may return to: each answers GET. A POST-only address
+# (/logout, /pusher/auth) would greet the user with a 405 after signing in.
+GET_PAGES = frozenset({"/", "/dashboard", "/presence", "/admin", "/devices", "/admin/sessions"})
+
+# The one-time messages, by code. ``{n}`` is the count passed as ``n``.
+NOTICES = {
+    "signed-out": "You have signed out.",
+    "expired": "Your session expired. Please sign in again.",
+    "ended": "You were signed out from another device. Please sign in again if you still need to.",
+    "device-ended": ("That device was already signed out.", "That device has been signed out."),
+    "others-ended": ("There were no other devices to sign out.",
+                     "Signed out {n}. This is now your only signed-in device."),
+    "user-ended": ("That user had no active sessions.", "Ended {n} of that user."),
+}
+# What ``{n}`` counts, per code.
+_COUNTED = {"others-ended": "other device", "user-ended": "session"}
+
+
+def notice_text(code, n=None):
+    """The message for a notice code, or "" for anything we didn't write ourselves."""
+    entry = NOTICES.get(code) if isinstance(code, str) else None
+    if entry is None:
+        return ""
+    if isinstance(entry, str):
+        return entry
+    try:
+        count = int(n) if n is not None else 1
+    except (TypeError, ValueError):
+        count = 1
+    count = max(0, min(count, 10_000))
+    text = entry[0] if count == 0 else entry[1]
+    return text.replace("{n}", plural(count, _COUNTED.get(code, "item")))
+
+
+def with_notice(path, code, n=None, **query):
+    """``path`` with a notice code (and its count) in the query string."""
+    params = {k: v for k, v in query.items() if v}
+    params["notice"] = code
+    if n is not None:
+        params["n"] = int(n)
+    return f"{path}?{urlencode(params)}"
 
 
 def safe_next(value, default="/dashboard"):
-    """Only a path on this site: no scheme, host, ``//`` or backslash tricks."""
+    """Only a page of this site that answers GET: no scheme, host, ``//`` or backslash tricks."""
     if not isinstance(value, str) or not value.startswith("/") or len(value) > 2000:
         return default
     if value.startswith(("//", "/\\")) or "\\" in value or any(ord(c) < 0x20 for c in value):
         return default
     parts = urlsplit(value)
-    if parts.scheme or parts.netloc or parts.path.startswith("/login"):
+    if parts.scheme or parts.netloc or parts.path not in GET_PAGES:
         return default
     return value
+
+
+def explain(exc):
+    """An upstream failure in words a user understands: which service, and what went wrong."""
+    label = getattr(exc, "label", None) or f"the {getattr(exc, 'service', '') or 'upstream service'}"
+    label = label[0].upper() + label[1:]
+    if isinstance(exc, UpstreamUnavailable):
+        reason = getattr(exc, "reason", "")
+        if reason == "refused":
+            return f"{label} could not be reached."
+        if reason == "busy":
+            return f"{label} is too busy to answer right now."
+        if reason == "circuit_open":
+            return f"{label} has been failing, so we are not asking it for a few seconds."
+        return f"{label} did not answer in time."
+    if isinstance(exc, Unauthorized):
+        return f"{label} did not accept this server's credentials."
+    status = f" ({exc.status})" if getattr(exc, "status", None) else ""
+    return f"{label} answered with an error{status}."
 
 
 def _as_dict(answer):
@@ -41,8 +104,23 @@ def _as_dict(answer):
     return answer if isinstance(answer, dict) else {}
 
 
-def _client_address():
-    return cherrypy.serving.request.remote.ip or ""
+def _page_number(value):
+    try:
+        return max(1, min(int(value), 10_000))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _text(value, limit=MAX_QUERY):
+    return value.strip()[:limit] if isinstance(value, str) else ""
+
+
+def _device_row(record, current_id):
+    """What the devices table shows of a session record."""
+    return {"handle": record.handle, "label": describe(record.user_agent),
+            "user_agent": record.user_agent, "address": record.address or "unknown address",
+            "created": record.created, "accessed": record.accessed,
+            "current": record.id == current_id}
 
 
 class Root:
@@ -53,29 +131,20 @@ class Root:
         self.settings = services.settings
 
     # -- helpers -------------------------------------------------------------
-    def _require_post(self):
-        if cherrypy.serving.request.method != "POST":
-            cherrypy.serving.response.headers["Allow"] = "POST"
-            raise cherrypy.HTTPError(405, "Use the form on the page for this.")
+    def _insecure_cookies(self):
+        """Secure cookies over plain http: the browser drops them, so sign-in can't work."""
+        base = cherrypy.serving.request.base or ""
+        return self.settings.cookie_secure and base.startswith("http://")
 
-    def _precookie(self):
-        """The pre-session cookie the sign-in form's CSRF token is bound to."""
-        request = cherrypy.serving.request
-        name = self.services.precookie_name
-        morsel = request.cookie.get(name)
-        if morsel is not None and re.fullmatch(r"[A-Za-z0-9_-]{43}", morsel.value or ""):
-            return morsel.value
-        value = secrets.token_urlsafe(32)
-        set_cookie(name, value, self.settings.cookie_secure)
-        request.csrf_token = self.services.keyring.current.csrf_token("login:" + value)
-        return value
-
-    def _login_form(self, next_path="", error="", username="", status=200, reason=""):
-        self._precookie()
+    def _login_form(self, next_path="", error="", username="", status=200, notice=""):
         cherrypy.serving.response.status = status
-        notice = "Your session has ended. Please sign in again." if reason == "expired" else ""
         return render("login.html", title="Sign in", next_path=next_path, error=error,
-                      username=username, notice=notice)
+                      username=username, notice=notice, insecure=self._insecure_cookies())
+
+    def _devices(self, user):
+        rows = [_device_row(r, user.record.id) for r in self.services.engine.devices(user.username)]
+        rows.sort(key=lambda d: not d["current"])  # this device first, then newest
+        return rows
 
     # -- routes --------------------------------------------------------------
     @cherrypy.expose
@@ -84,119 +153,157 @@ class Root:
         raise cherrypy.HTTPRedirect(target, 303)
 
     @cherrypy.expose
-    def login(self, username="", password="", next="", reason="", **_ignored):
+    @cherrypy.tools.allow(methods=["GET", "POST"])
+    def login(self, username="", password="", next="", reason="", notice="", **_ignored):
         request = cherrypy.serving.request
+        next_path = safe_next(next, "")
         if request.method == "GET":
             if request.signed_in is not None:
-                raise cherrypy.HTTPRedirect(safe_next(next), 303)
-            return self._login_form(next_path=safe_next(next, ""), reason=reason)
-        self._require_post()
-        next_path = safe_next(next, "")
-        if not isinstance(username, str) or not isinstance(password, str):
-            return self._login_form(next_path, "Enter a username and a password.", status=400)
-        username = username.strip()
-        if not username or not password:
-            return self._login_form(next_path, "Enter a username and a password.", username[:MAX_USERNAME])
-        if not _USERNAME_RE.match(username) or len(password) > MAX_PASSWORD:
-            return self._login_form(next_path, "Wrong username or password.", username[:MAX_USERNAME])
-
+                raise cherrypy.HTTPRedirect(next_path or "/dashboard", 303)
+            return self._login_form(next_path, notice=notice_text(notice or reason))
+        username = _text(username, accounts.MAX_USERNAME)
+        if getattr(request, "csrf_failed", False):
+            # The tool has already issued a fresh token; keep what the user typed.
+            if self._insecure_cookies():
+                return self._login_form(next_path, username=username, status=403)
+            return self._login_form(next_path, "This form had expired, so you were not signed in. "
+                                    "Please enter your password again.", username, 403)
+        if not username or not isinstance(password, str) or not password:
+            return self._login_form(next_path, "Enter a username and a password.", username, 400)
         svc = self.services
-        throttle, address = svc.throttle, _client_address()
-        wait = throttle.blocked(username, address)
-        if wait:
-            cherrypy.serving.response.headers["Retry-After"] = str(wait)
-            unit = "second" if wait == 1 else "seconds"
-            return self._login_form(next_path, f"Too many failed attempts. Try again in {wait} {unit}.",
-                                    username, 429)
-        try:
-            key = svc.socialos.create_key(username, password, ttl=self.settings.session_ttl)
-        except Unauthorized:
-            throttle.failed(username, address)
-            return self._login_form(next_path, "Wrong username or password.", username)
-        except UpstreamUnavailable:
-            return self._login_form(next_path, "The Social OS API is not answering right now. "
-                                    "Please try again in a moment.", username, 504)
-        except UpstreamError:
-            return self._login_form(next_path, "The Social OS API could not sign you in just now. "
-                                    "Please try again in a moment.", username, 502)
-        throttle.succeeded(username, address)
-
-        credentials = Credentials(token=key["token"], password=key["password"])
-        client = svc.socialos.user(username, credentials.password)
-        try:
-            profile = _as_dict(client.get("user", username))
-        except UpstreamError:
-            profile = {}
-        name = str(profile.get("name") or username)[:200]
-        admin = profile.get("admin") is True or username == self.settings.admin_user
-
-        # A fresh token every time: a cookie planted before sign-in never survives it.
         old = request.cookie.get(svc.cookie_name)
-        if old is not None and old.value:
-            svc.engine.end(old.value)
-        token, _record = svc.engine.start(
-            username, name, admin, credentials,
-            user_agent=request.headers.get("User-Agent", ""), address=address)
+        try:
+            token, _record = accounts.sign_in(
+                svc, username, password, user_agent=request.headers.get("User-Agent", ""),
+                address=request.remote.ip or "", old_token=old.value if old is not None else None)
+        except accounts.WrongCredentials:
+            return self._login_form(next_path, "Wrong username or password.", username)
+        except accounts.Throttled as exc:
+            cherrypy.serving.response.headers["Retry-After"] = str(exc.wait)
+            return self._login_form(next_path, "Too many failed attempts. Try again in "
+                                    f"{plural(exc.wait, 'second')}.", username, 429)
+        except UpstreamUnavailable as exc:
+            return self._login_form(next_path, f"{explain(exc)} You were not signed in; "
+                                    "please try again in a moment.", username, 504)
+        except UpstreamError as exc:
+            return self._login_form(next_path, f"{explain(exc)} You were not signed in; "
+                                    "please try again in a moment.", username, 502)
         set_cookie(svc.cookie_name, token, self.settings.cookie_secure, self.settings.session_max_age)
         raise cherrypy.HTTPRedirect(next_path or "/dashboard", 303)
 
     @cherrypy.expose
+    @cherrypy.tools.allow(methods=["POST"])
     def logout(self, **_ignored):
-        self._require_post()
-        signed_in = cherrypy.serving.request.signed_in
         svc = self.services
-        creds = signed_in.credentials
-        try:
-            svc.socialos.revoke_key(signed_in.username, creds.token, creds.password)
-        except UpstreamError as exc:
-            # The session still ends here; the key expires upstream by its own TTL.
-            cherrypy.log.error(f"sign-out: key not revoked upstream ({exc.status})", "APP")
-        svc.engine.end(signed_in.token)
+        accounts.sign_out(svc, cherrypy.serving.request.signed_in)
         expire_cookie(svc.cookie_name, self.settings.cookie_secure)
-        raise cherrypy.HTTPRedirect("/login", 303)
+        raise cherrypy.HTTPRedirect(with_notice("/login", "signed-out"), 303)
 
     @cherrypy.expose
-    def dashboard(self, q=None, **_ignored):
+    @cherrypy.tools.allow(methods=["GET"])
+    def dashboard(self, q=None, notice="", n=None, **_ignored):
         user = cherrypy.serving.request.signed_in
         profile = _as_dict(user.api.get("user", user.username))
-        query = q.strip()[:MAX_QUERY] if isinstance(q, str) else ""
+        query = _text(q)
         results = None
         if query:
             results = _as_dict(user.api.search("user", params={"q": query})).get("results")
             results = [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
-        devices = self.services.engine.store.list_user(user.username)
+        devices = self._devices(user)
         return render("dashboard.html", title="Dashboard", profile=profile, query=query,
-                      results=results, devices=devices, current=user.record.id)
+                      results=results, devices=devices, notice=notice_text(notice, n))
 
     @cherrypy.expose
+    @cherrypy.tools.allow(methods=["GET", "POST"])
     def devices(self, handle="", everywhere="", **_ignored):
-        """Sign out one of my other devices, or all of them."""
-        self._require_post()
-        user = cherrypy.serving.request.signed_in
-        store = self.services.engine.store
-        if everywhere:
-            store.destroy_where(user.username, keep_id=user.record.id)
-        elif isinstance(handle, str) and re.fullmatch(r"[0-9a-f]{12}", handle):
-            store.destroy_where(user.username, handle=handle, keep_id=user.record.id)
-        raise cherrypy.HTTPRedirect("/dashboard", 303)
+        """Sign out one of my other devices, or all of them.
+
+        GET asks (a page with a POST form, so it works without scripts);
+        POST, with the form's CSRF token, does it.
+        """
+        request = cherrypy.serving.request
+        user = request.signed_in
+        handle = handle if isinstance(handle, str) and _HANDLE_RE.fullmatch(handle) else ""
+        everywhere = bool(everywhere) and not handle
+        if request.method == "POST":
+            if everywhere:
+                ended = accounts.end_devices(self.services, user)
+                raise cherrypy.HTTPRedirect(with_notice("/dashboard", "others-ended", ended), 303)
+            if handle:
+                ended = accounts.end_devices(self.services, user, handle=handle)
+                raise cherrypy.HTTPRedirect(with_notice("/dashboard", "device-ended", ended), 303)
+            raise cherrypy.HTTPRedirect("/dashboard#devices", 303)
+        others = [d for d in self._devices(user) if not d["current"]]
+        if handle:
+            targets = [d for d in others if d["handle"] == handle]
+            if not targets:
+                raise cherrypy.HTTPRedirect(with_notice("/dashboard", "device-ended", 0), 303)
+        elif everywhere:
+            targets = others
+            if not targets:
+                raise cherrypy.HTTPRedirect(with_notice("/dashboard", "others-ended", 0), 303)
+        else:
+            raise cherrypy.HTTPRedirect("/dashboard#devices", 303)
+        return render("confirm_devices.html", title="Sign out devices", targets=targets,
+                      handle=handle, everywhere=everywhere)
 
     @cherrypy.expose
-    def admin(self, **_ignored):
-        user = cherrypy.serving.request.signed_in
+    def admin(self, *path, q="", page="1", per="", username="", notice="", n=None, **_ignored):
+        """``/admin`` (users, sessions) and ``/admin/sessions`` (end a user's sessions)."""
+        request = cherrypy.serving.request
+        user = request.signed_in
         if not user.admin:
             raise cherrypy.HTTPError(403, "This page is for administrators.")
-        problem = ""
-        users = []
+        if path == ("sessions",):
+            return self._admin_sessions(user, _text(username, accounts.MAX_USERNAME))
+        if path:
+            raise cherrypy.NotFound()
+        if request.method not in ("GET", "HEAD"):
+            cherrypy.serving.response.headers["Allow"] = "GET, HEAD"
+            raise cherrypy.HTTPError(405, "This page only shows information.")
+        problem, users = "", []
         try:
             users = _as_dict(self.services.socialos.admin().get("user")).get("users")
             users = [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
-        except Unauthorized:
-            problem = "The Social OS admin API refused the admin credentials in SOCIALOS_ADMIN_USER."
         except UpstreamError as exc:
-            problem = f"The Social OS admin API could not be reached: {exc.message}"
-        stats = self.services.engine.store.stats(utcnow(), self.settings.session_ttl)
-        peak = max(stats["by_hour"].values()) or 1
-        return render("admin.html", title="Admin", users=users, stats=stats, peak=peak, problem=problem)
+            problem = f"The list of users can't be shown: {explain(exc)}"
+            if isinstance(exc, Unauthorized):
+                problem += " Check SOCIALOS_ADMIN_USER and SOCIALOS_ADMIN_PASSWORD."
+        query = _text(q)
+        if query:
+            needle = query.casefold()
+            users = [u for u in users if any(needle in str(u.get(k) or "").casefold()
+                                             for k in ("username", "name", "email"))]
+        size = min(max(_page_number(per or ADMIN_PAGE_SIZE), 5), 100)
+        pages = max(1, -(-len(users) // size))
+        number = min(_page_number(page), pages)
+        shown = users[(number - 1) * size:number * size]
+        def page_url(k):
+            return "/admin?" + urlencode({k2: v for k2, v in (("q", query), ("per", per and size), ("page", k)) if v})
+        prev_url = page_url(number - 1) if number > 1 else ""
+        next_url = page_url(number + 1) if number < pages else ""
+        stats = self.services.engine.stats()
+        by_hour = {h: int(stats.get("by_hour", {}).get(h, 0)) for h in range(24)}
+        peak = max(by_hour.values()) or 1
+        return render("admin.html", title="Admin", users=shown, total=len(users), query=query,
+                      page=number, pages=pages, page_size=size, per=per and size,
+                      prev_url=prev_url, next_url=next_url, stats=stats,
+                      by_hour=by_hour, peak=peak, problem=problem, notice=notice_text(notice, n),
+                      admin_user=self.settings.admin_user)
+
+    def _admin_sessions(self, admin, username):
+        """Confirm (GET), then end (POST) every session of one user."""
+        request = cherrypy.serving.request
+        if not accounts.USERNAME.fullmatch(username):
+            raise cherrypy.HTTPRedirect("/admin", 303)
+        if request.method == "POST":
+            ended = accounts.end_user(self.services, username, by=admin.username)
+            raise cherrypy.HTTPRedirect(with_notice("/admin", "user-ended", ended, q=username), 303)
+        if request.method not in ("GET", "HEAD"):
+            cherrypy.serving.response.headers["Allow"] = "GET, HEAD, POST"
+            raise cherrypy.HTTPError(405, "Use the form on the page for this.")
+        sessions = [_device_row(r, admin.record.id) for r in self.services.engine.devices(username)]
+        return render("confirm_user.html", title="End sessions", username=username, sessions=sessions)
 
     @cherrypy.expose
     def healthz(self, **_ignored):
