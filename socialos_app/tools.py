@@ -1,44 +1,62 @@
-"""CherryPy tools run on every request: session resolution, CSRF checks and
-security headers, plus the cookie helpers they and the pages share.
+"""CherryPy tools run on every request: session resolution, error
+translation, CSRF checks and security headers, plus the cookie helpers they
+share.
 
 Switched on for the whole app in config (``tools.socialos_session.on``);
 objects such as the session engine reach them as tool arguments.
 """
 
+import re
+import secrets
 from functools import cached_property
 from urllib.parse import quote, urlencode
 
 import cherrypy
 
+from . import metrics
 from .errors import Unauthorized, UpstreamError, UpstreamUnavailable
+from .logs import security_event
 from .sessions import StoreUnavailable
 
 __all__ = ["SignedIn", "set_cookie", "expire_cookie", "login_url", "DB_DOWN"]
 
 DB_DOWN = "The session database is not answering right now. Please try again in a few seconds."
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PRECOOKIE = re.compile(r"[A-Za-z0-9_-]{43}")
+# Characters a Location may keep as they are; everything else is percent-encoded.
+_URL_SAFE = "/?#[]@!$&'()*+,;=%:~-._"
 
 
 class SignedIn:
-    """What a handler gets for a signed-in request: the user, and their API client."""
+    """What a handler gets for a signed-in request: the user, and their API client.
 
-    def __init__(self, record, credentials, token, socialos):
+    The sealed upstream key is opened only when a page asks for it
+    (``api`` or ``credentials``), and lives no longer than the request.
+    """
+
+    def __init__(self, record, token, engine, socialos):
         self.record = record
         self.username = record.username
         self.name = record.name or record.username
         self.admin = record.admin
         self.token = token
-        self._credentials = credentials
+        self._engine = engine
         self._socialos = socialos
+
+    @cached_property
+    def credentials(self):
+        """The session's upstream API key (``Credentials``), or None if it won't open."""
+        if not hasattr(self._engine, "credentials"):  # TRANSITION
+            return cherrypy.serving.request._transition_credentials
+        return self._engine.credentials(self.token, self.record)
 
     @cached_property
     def api(self):
         """The user's own authenticated Social OS client, built on first use."""
-        return self._socialos.user(self.username, self._credentials.password)
-
-    @property
-    def credentials(self):
-        return self._credentials
+        credentials = self.credentials
+        if credentials is None:
+            raise Unauthorized("the session's API key could not be opened", service="socialos")
+        return self._socialos.user(self.username, credentials.password)
 
     def __repr__(self):
         return f"SignedIn({self.username!r})"
@@ -60,11 +78,13 @@ def set_cookie(name, value, secure, max_age=None):
 
 
 def expire_cookie(name, secure):
+    """Tell the browser to drop a cookie now."""
     set_cookie(name, "", secure, max_age=0)
     cherrypy.serving.response.cookie[name]["expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 
 def login_url(next_path=None, reason=None):
+    """``/login`` with where to go next and why, both optional."""
     query = {}
     if next_path and next_path != "/":
         query["next"] = next_path
@@ -76,23 +96,78 @@ def login_url(next_path=None, reason=None):
 def _here():
     request = cherrypy.serving.request
     path = quote(request.path_info, safe="/-_.~")
-    if request.method == "GET" and request.query_string:
+    if request.method in ("GET", "HEAD") and request.query_string:
         path += "?" + request.query_string
     return path
 
 
-# -- the session tool --------------------------------------------------------
-def _guard(handler, engine, cookie_name, secure):
-    """Turn upstream and database trouble raised by a page into a clear answer."""
+def _found(request):
+    """True when the dispatcher found a page for this path (unknown paths are 404s for everyone)."""
+    return request.handler is not None and not isinstance(request.handler, cherrypy.NotFound)
 
-    def guarded(*args, **kwargs):
+
+# -- the session tool --------------------------------------------------------
+def resolve_session(engine, socialos, cookie_name, secure, required=True):
+    """Before the handler: cookie → session → ``request.signed_in``.
+
+    Signed-out requests to pages that need a session are sent to sign in,
+    with the page they wanted as ``next``; unknown paths stay 404s.
+    """
+    request = cherrypy.serving.request
+    request.signed_in = None
+    morsel = request.cookie.get(cookie_name)
+    token = morsel.value if morsel is not None else ""
+    if token:
+        try:
+            record = engine.resume(token)
+            if isinstance(record, tuple):  # TRANSITION: engine before lazy credentials
+                record, request._transition_credentials = record
+        except StoreUnavailable:
+            if required and _found(request):
+                raise cherrypy.HTTPError(503, DB_DOWN) from None
+            record, token = None, ""  # public pages (the sign-in form) still render without the database
+        if record is not None:
+            request.signed_in = SignedIn(record, token, engine, socialos)
+        elif token:
+            expire_cookie(cookie_name, secure)  # stale or forged: drop it
+    if request.signed_in is None and required and _found(request):
+        raise cherrypy.HTTPRedirect(login_url(_here()), 303)
+
+
+# -- upstream and database trouble → a clear answer -------------------------
+def _label(exc, capital=False):
+    label = getattr(exc, "label", None) or "an upstream service"
+    return label[:1].upper() + label[1:] if capital else label
+
+
+def _unavailable_message(exc):
+    reason = getattr(exc, "reason", "timeout")
+    if reason == "refused":
+        return f"We could not reach {_label(exc)} just now. Please try again in a moment."
+    if reason in ("busy", "circuit_open"):
+        return (f"{_label(exc, True)} is having trouble right now, so we are not waiting on it. "
+                "Please try again in a few seconds.")
+    return f"{_label(exc, True)} did not answer in time. Please try again in a moment."
+
+
+def translate_errors(engine, cookie_name, secure):
+    """Before the handler: wrap it so upstream and database errors become pages.
+
+    An upstream 401 from the Social OS API means the user's key is gone
+    (expired or revoked upstream): so is their session.
+    """
+    request = cherrypy.serving.request
+    if not _found(request):
+        return
+    handler = request.handler
+
+    def translated(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
         except Unauthorized as exc:
-            signed_in = cherrypy.serving.request.signed_in
-            if signed_in is None or exc.service != "Social OS API":
-                raise cherrypy.HTTPError(502, f"{exc.service} refused our credentials.") from None
-            # The user's upstream key is gone (expired or revoked): so is their session.
+            signed_in = request.signed_in
+            if signed_in is None or exc.service != "socialos":
+                raise cherrypy.HTTPError(502, f"{_label(exc, True)} refused our credentials.") from None
             try:
                 engine.end(signed_in.token)
             except StoreUnavailable:
@@ -100,75 +175,66 @@ def _guard(handler, engine, cookie_name, secure):
             expire_cookie(cookie_name, secure)
             raise cherrypy.HTTPRedirect(login_url(_here(), "expired"), 303) from None
         except UpstreamUnavailable as exc:
-            raise cherrypy.HTTPError(504, f"The {exc.service} is not answering right now. "
-                                          "Please try again in a moment.") from None
+            raise cherrypy.HTTPError(504, _unavailable_message(exc)) from None
         except UpstreamError as exc:
-            raise cherrypy.HTTPError(502, f"The {exc.service} answered with an error "
-                                          f"({exc.status or 'no status'}): {exc.message}") from None
+            raise cherrypy.HTTPError(502, f"{_label(exc, True)} answered with an error"
+                                          f"{f' ({exc.status})' if exc.status else ''}. "
+                                          "Please try again in a moment.") from None
         except StoreUnavailable:
             raise cherrypy.HTTPError(503, DB_DOWN) from None
 
-    return guarded
-
-
-def resolve_session(engine, socialos, cookie_name, secure, required=True):
-    """Before the handler: cookie → session → credentials → ``request.signed_in``.
-
-    Signed-out requests to pages that need a session are sent to sign in,
-    with the page they wanted as ``next``.
-    """
-    request = cherrypy.serving.request
-    request.signed_in = None
-    morsel = request.cookie.get(cookie_name)
-    if morsel is not None and morsel.value:
-        try:
-            found = engine.resume(morsel.value)
-        except StoreUnavailable:
-            if required:
-                raise cherrypy.HTTPError(503, DB_DOWN) from None
-            found = None  # public pages (the sign-in form) still render without the database
-            morsel = None
-        if found:
-            record, credentials = found
-            request.signed_in = SignedIn(record, credentials, morsel.value, socialos)
-        elif morsel is not None:
-            expire_cookie(cookie_name, secure)  # stale or forged: drop it
-    if request.signed_in is None and required:
-        raise cherrypy.HTTPRedirect(login_url(_here()), 303)
-    if request.handler is not None:
-        request.handler = _guard(request.handler, engine, cookie_name, secure)
+    request.handler = translated
 
 
 # -- CSRF --------------------------------------------------------------------
-def check_csrf(keyring, precookie_name):
+def check_csrf(keyring, precookie_name, secure, precookie=False, soft=False):
     """Before the handler: every state-changing request carries a valid token.
 
-    Signed in, the token is bound to the session's token; signed out (the
-    sign-in form), to a random pre-session cookie. Either way a page of
-    another site can't know it.
+    The only writer of CSRF tokens. Signed in, the token is bound to the
+    session's token; signed out (the sign-in form), to a random pre-session
+    cookie this tool issues where ``precookie`` is on. Either way a page of
+    another site can't know it. With ``soft`` (the sign-in form) a failure
+    sets ``request.csrf_failed`` for the page to answer with a fresh form
+    instead of raising.
     """
     request = cherrypy.serving.request
+    request.csrf_failed = False
     signed_in = getattr(request, "signed_in", None)
     if signed_in is not None:
         binding = "session:" + signed_in.token
     else:
         morsel = request.cookie.get(precookie_name)
-        binding = "login:" + morsel.value if morsel is not None and morsel.value else ""
+        value = morsel.value if morsel is not None else ""
+        binding = "login:" + value if PRECOOKIE.fullmatch(value or "") else ""
     request.csrf_token = keyring.current.csrf_token(binding) if binding else ""
-    if request.method not in STATE_CHANGING:
-        return
-    given = request.params.pop("csrf_token", None) or request.headers.get("X-CSRF-Token")
-    if isinstance(given, list):
-        given = given[0]
-    if not binding or not any(key.check_csrf(binding, given) for key in keyring.keys):
-        raise cherrypy.HTTPError(403, "This form has expired or did not come from this site. "
-                                      "Reload the page and try again.")
+
+    failed = False
+    if request.method in STATE_CHANGING:
+        given = request.params.pop("csrf_token", None) or request.headers.get("X-CSRF-Token")
+        if isinstance(given, list):
+            given = given[0]
+        failed = not binding or not any(key.check_csrf(binding, given) for key in keyring.keys)
+        if failed:
+            metrics.security("csrf_refused")
+            security_event("csrf_refused", path=request.path_info,
+                           signed_in="yes" if signed_in is not None else "no")
+    if signed_in is None and precookie and (failed or not binding):
+        value = secrets.token_urlsafe(32)  # a new pre-session cookie: a fresh form, a fresh token
+        set_cookie(precookie_name, value, secure)
+        request.csrf_token = keyring.current.csrf_token("login:" + value)
+    if failed:
+        if not soft:
+            raise cherrypy.HTTPError(403, "This form has expired or did not come from this site. "
+                                          "Reload the page and try again.")
+        request.csrf_failed = True
 
 
 # -- headers -----------------------------------------------------------------
 def secure_headers(csp, no_store=True):
-    """Before finalize: CSP, no sniffing, no framing, and no caching of dynamic pages."""
-    headers = cherrypy.serving.response.headers
+    """Before finalize: CSP, no sniffing, no framing, no caching of dynamic
+    pages, and redirects that never name a host taken from the request."""
+    request, response = cherrypy.serving.request, cherrypy.serving.response
+    headers = response.headers
     headers["Content-Security-Policy"] = csp
     headers["X-Content-Type-Options"] = "nosniff"
     headers["X-Frame-Options"] = "DENY"
@@ -178,8 +244,20 @@ def secure_headers(csp, no_store=True):
         # The back button after sign-out must not show a signed-in page from cache.
         headers["Cache-Control"] = "no-store"
         headers["Pragma"] = "no-cache"
+    location = headers.get("Location")
+    if location:
+        headers["Location"] = relative_location(location, request.base)
+
+
+def relative_location(location, base):
+    """A Location on this site as a path: CherryPy makes it absolute from the
+    Host header, which a client chooses. Non-ASCII is percent-encoded."""
+    if base and location.startswith(base + "/"):
+        location = location[len(base):]
+    return quote(location, safe=_URL_SAFE)
 
 
 cherrypy.tools.socialos_session = cherrypy.Tool("before_handler", resolve_session, priority=40)
 cherrypy.tools.csrf = cherrypy.Tool("before_handler", check_csrf, priority=60)
+cherrypy.tools.upstream_errors = cherrypy.Tool("before_handler", translate_errors, priority=70)
 cherrypy.tools.secure_headers = cherrypy.Tool("before_finalize", secure_headers, priority=60)

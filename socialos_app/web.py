@@ -4,9 +4,7 @@
 ``app.py`` itself, so production and test take the same path.
 """
 
-import html
 import logging
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,7 +13,10 @@ import cherrypy
 from cherrypy import _cpreqbody
 from cherrypy.process.plugins import SimplePlugin
 
-from . import http, logs, tools  # noqa: F401 - tools registers the CherryPy tools
+from . import http, logs, metrics, tools  # noqa: F401 - tools registers the CherryPy tools
+from .errorpages import error_page, unexpected_error
+from .health import Health
+from .request import Request, Response
 from .client import SocialOS
 from .crypto import Keyring
 from .directory import MemberDirectory
@@ -64,62 +65,37 @@ def build_services(settings):
     connect(settings.database_uri, settings.db_timeout_ms, settings.thread_pool + 4)
     keyring = Keyring(settings.secure_key, settings.secure_key_previous)
     engine = SessionEngine(MongoSessionStore(), keyring, settings.session_ttl, settings.session_max_age)
+    transport = http.Transport.from_settings(settings)  # one pooled session, shared by both clients
     services = Services(settings=settings, keyring=keyring, engine=engine,
-                        socialos=SocialOS.from_settings(settings))
-    services.pusher = Pusher.from_settings(settings) if settings.pusher_configured else None
+                        socialos=SocialOS.from_settings(settings, transport))
+    services.pusher = Pusher.from_settings(settings, transport) if settings.pusher_configured else None
     services.presence = MemberDirectory()
     services.throttle = LoginThrottle(settings.login_max_failures)
     return services
 
 
-# -- error pages ---------------------------------------------------------
-def error_page(status, message, traceback, version):  # noqa: A002 - CherryPy's signature
-    """Every error as a page of ours: a sentence, a way back, never a traceback."""
-    code = int(str(status).split()[0])
-    request = cherrypy.serving.request
-    cherrypy.serving.response.headers["Content-Type"] = "text/html;charset=utf-8"
-    # CherryPy has already HTML-escaped the message; Jinja escapes it again on output.
-    message = html.unescape(message or "")
-    if code == 503:
-        cherrypy.serving.response.headers["Retry-After"] = "5"
-    if code == 404:
-        message = "There is nothing at this address."
-    elif code >= 500 and "Traceback" in (message or ""):
-        message = "The server hit a problem. It has been logged; please try again."
-    signed_in = getattr(request, "signed_in", None)
-    back, label = ("/dashboard", "Back to your dashboard") if signed_in else ("/login", "Go to sign in")
-    try:
-        return render("error.html", title=HEADINGS.get(code, "Error"), heading=HEADINGS.get(code, "Error"),
-                      message=message, back=back, back_label=label,
-                      user=signed_in, csrf_token=getattr(request, "csrf_token", ""))
-    except Exception:  # noqa: BLE001 - the error page itself must never fail
-        return f"{code} {HEADINGS.get(code, 'Error')}"
+def _form_or_4xx(processor):
+    """A CherryPy body processor whose failures are a 4xx page, not a 500 with a traceback.
 
-
-def unexpected_error():
-    """``request.error_response``: log the traceback, show the 500 page."""
-    log.error("unhandled error on %s %s\n%s", cherrypy.serving.request.method,
-              cherrypy.serving.request.path_info, traceback.format_exc())
-    cherrypy.HTTPError(500, "The server hit a problem. It has been logged; please try again.").set_response()
-
-
-def _form_or_400(processor):
-    """A CherryPy body processor whose parse errors are a 400, not a 500 with a traceback.
-
-    CherryPy's multipart parser raises plain ValueErrors on a malformed body.
+    CherryPy's parsers raise plain ValueErrors on a malformed body and
+    LookupError on an unknown charset; a body that stalls or stops short
+    raises from the socket.
     """
     def process(entity):
         try:
             processor(entity)
-        except (ValueError, TypeError, IndexError, UnicodeError, EOFError):
+        except (ValueError, TypeError, IndexError, UnicodeError, EOFError, LookupError):
             raise cherrypy.HTTPError(400, "The form in this request could not be read.") from None
+        except OSError:
+            raise cherrypy.HTTPError(408, "The form in this request arrived too slowly "
+                                          "or not at all.") from None
     return process
 
 
 BODY_PROCESSORS = {
-    "application/x-www-form-urlencoded": _cpreqbody.process_urlencoded,
-    "multipart/form-data": _form_or_400(_cpreqbody.process_multipart_form_data),
-    "multipart": _form_or_400(_cpreqbody.process_multipart),
+    "application/x-www-form-urlencoded": _form_or_4xx(_cpreqbody.process_urlencoded),
+    "multipart/form-data": _form_or_4xx(_cpreqbody.process_multipart_form_data),
+    "multipart": _form_or_4xx(_cpreqbody.process_multipart),
 }
 
 
@@ -149,10 +125,18 @@ def app_config(services):
             "tools.csrf.on": True,
             "tools.csrf.keyring": services.keyring,
             "tools.csrf.precookie_name": services.precookie_name,
+            "tools.csrf.secure": s.cookie_secure,
+            "tools.upstream_errors.on": True,
+            "tools.upstream_errors.engine": services.engine,
+            "tools.upstream_errors.cookie_name": s.cookie_name,
+            "tools.upstream_errors.secure": s.cookie_secure,
+            # No redirects made up by CherryPy (they'd be built from the Host header).
+            "tools.trailing_slash.on": False,
             "tools.secure_headers.on": True,
             "tools.secure_headers.csp": _csp(s),
             "tools.request_timer.on": True,
             "tools.request_log.on": True,
+            "tools.request_metrics.on": True,
             # Behind a load balancer: scheme, host and client address from X-Forwarded-*.
             "tools.proxy.on": s.trusted_proxy,
             "tools.proxy.local": "X-Forwarded-Host",
@@ -164,9 +148,19 @@ def app_config(services):
             "request.body.processors": BODY_PROCESSORS,
         },
         "/static": {"tools.staticdir.on": True, "tools.staticdir.dir": str(ROOT / "static"),
-                    "tools.socialos_session.on": False, "tools.csrf.on": False,
-                    "tools.secure_headers.no_store": False},
+                    **PUBLIC_FILE},
+        "/favicon.ico": {"tools.staticfile.on": True,
+                         "tools.staticfile.filename": str(ROOT / "static" / "favicon.ico"),
+                         **PUBLIC_FILE},
+        "/robots.txt": {"tools.staticfile.on": True,
+                        "tools.staticfile.filename": str(ROOT / "static" / "robots.txt"),
+                        **PUBLIC_FILE},
     }
+
+
+# Files anyone may fetch: no session, no CSRF, cacheable.
+PUBLIC_FILE = {"tools.socialos_session.on": False, "tools.csrf.on": False,
+               "tools.upstream_errors.on": False, "tools.secure_headers.no_store": False}
 
 
 class ServicesPlugin(SimplePlugin):
@@ -187,7 +181,7 @@ class ServicesPlugin(SimplePlugin):
     start.priority = 60
 
     def stop(self):
-        http.reset()
+        self.services.socialos.transport.close()
 
 
 def mount(settings, conf_file=None):
@@ -196,9 +190,16 @@ def mount(settings, conf_file=None):
     root = Root(services)
     root.presence = PresencePages(services)
     root.pusher = PusherEndpoints(services)
+    if metrics.available:  # GET /metrics only with the `metrics` extra; else a 404
+        root.metrics = metrics.MetricsPage()
+        metrics.set_live_sessions(lambda: services.engine.stats())
+    health = Health(services.engine)
+    root.livez, root.readyz, root.healthz = health.livez, health.readyz, health.readyz
     app = cherrypy.tree.mount(root, "/", config=str(conf_file) if conf_file else None)
+    app.request_class, app.response_class = Request, Response
     app.merge(app_config(services))
     if conf_file:
         app.merge(str(conf_file))  # per-path switches (required, csrf off...) from conf/app.conf
     ServicesPlugin(cherrypy.engine, services).subscribe()
+    health.plugin(cherrypy.engine).subscribe()
     return services
