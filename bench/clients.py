@@ -1,7 +1,7 @@
 """Pooled vs fresh HTTPS connections, through the project's own clients.
 
-Pooled: ``socialos_app.http.pooled_session(pool_size, verify=CA)``, the
-process-wide session the app uses, so every call after the first rides a
+Pooled: ``socialos_app.http.Transport(pool_size, verify=CA)``, the
+transport the app builds once and shares, so every call after the first rides a
 warm keep-alive TLS connection. Fresh: the same client class with a new
 ``requests.Session`` per call (a TCP connect and a TLS handshake each time),
 which is what code without the pool would do. The sandbox's own count of
@@ -59,10 +59,9 @@ def _compare(pooled_call, fresh_call, seconds, rounds, stats):
 
 def compare_api(tls, seconds=2.5, rounds=3):
     """``GET /api/user/demo`` as demo with an API key, pooled vs fresh."""
-    shared_http.reset()
-    pooled_http = shared_http.pooled_session(4, verify=tls.ca_path)
+    transport = shared_http.Transport(4, verify=tls.ca_path)
     api, admin = f"{tls.api_base}/api", f"{tls.api_base}/admin"
-    pooled = SocialOS(api, admin, "admin", "admin", http=pooled_http)
+    pooled = SocialOS(api, admin, "admin", "admin", transport=transport)
     key = pooled.create_key("demo", "demo", ttl=3600)
     client = pooled.user("demo", key["password"])
 
@@ -71,35 +70,36 @@ def compare_api(tls, seconds=2.5, rounds=3):
 
     def fresh_call():
         with _fresh_session(tls.ca_path) as s:
-            c = SocialOS(api, admin, "admin", "admin", http=s).user("demo", key["password"])
+            c = SocialOS(api, admin, "admin", "admin",
+                         transport=shared_http.Transport(session=s)).user("demo", key["password"])
             assert c.get("user", "demo")["username"] == "demo"
 
     try:
         return _compare(pooled_call, fresh_call, seconds, rounds,
-                        lambda: _stats(pooled_http, tls.api_base))
+                        lambda: _stats(transport.session, tls.api_base))
     finally:
-        shared_http.reset()
+        transport.close()
 
 
 def compare_pusher(tls, seconds=2.5, rounds=3):
     """``GET /apps/demo/channels/presence-lobby`` (signed), pooled vs fresh."""
-    shared_http.reset()
-    pooled_http = shared_http.pooled_session(4, verify=tls.ca_path)
+    transport = shared_http.Transport(4, verify=tls.ca_path)
     app = (PUSHER_APP["PUSHER_APP_ID"], PUSHER_APP["PUSHER_KEY"], PUSHER_APP["PUSHER_SECRET"])
-    pooled = Pusher(*app, tls.pusher_base, http=pooled_http)
+    pooled = Pusher(*app, tls.pusher_base, transport=transport)
 
     def pooled_call():
         assert "occupied" in pooled.channel_info("presence-lobby")
 
     def fresh_call():
         with _fresh_session(tls.ca_path) as s:
-            assert "occupied" in Pusher(*app, tls.pusher_base, http=s).channel_info("presence-lobby")
+            fresh = Pusher(*app, tls.pusher_base, transport=shared_http.Transport(session=s))
+            assert "occupied" in fresh.channel_info("presence-lobby")
 
     try:
         return _compare(pooled_call, fresh_call, seconds, rounds,
-                        lambda: _stats(pooled_http, tls.pusher_base))
+                        lambda: _stats(transport.session, tls.pusher_base))
     finally:
-        shared_http.reset()
+        transport.close()
 
 
 def _stats(session, base):

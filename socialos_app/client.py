@@ -1,4 +1,4 @@
-"""The Social OS API client library.
+"""The Social OS API client library: its protocol only.
 
 Two names:
 
@@ -13,38 +13,24 @@ Two names:
     I/O, cheap enough to make per request), the admin client, and creates
     and revokes API keys.
 
-All clients ride on the process-wide pooled session (``socialos_app.http``)
-so every thread shares a few warm keep-alive connections. That session
-serves every user at once, so it never holds credentials or cookies:
-each call carries its own Basic auth.
+What stays here is the Social OS protocol: base URLs, one quoted path
+segment per part, Basic auth. Sending, retries, timeouts, the per-service
+guards, decoding and error typing are the transport's
+(``socialos_app.http.Transport``), which assembly builds once and hands
+to the factory; every ``Client`` it makes shares it. The transport serves
+every user at once, so it never holds credentials: each call carries its
+own Basic auth.
 """
 
-import json as jsonlib
-import re
 from urllib.parse import quote, urlsplit
 
-import requests
-import urllib3
+from .errors import Unauthorized, UpstreamError
+from .http import Transport
 
-from socialos_app import http as shared_http
-from socialos_app.errors import Unauthorized, UpstreamError, UpstreamUnavailable, error_for_status
+__all__ = ["Client", "SocialOS", "SERVICE", "ADMIN_SERVICE"]
 
-__all__ = ["Client", "SocialOS", "DEFAULT_TIMEOUT"]
-
-# (connect, read) seconds. The connect timeout sits just above a multiple of
-# 3 s, the TCP SYN retransmission interval, as requests' docs advise.
-DEFAULT_TIMEOUT = (3.05, 10.0)
-
-MAX_MESSAGE = 200
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-
-
-def _short(text):
-    """One printable line of at most MAX_MESSAGE characters (messages end up in logs and pages)."""
-    text = _CONTROL.sub(" ", str(text)).strip()
-    if len(text) > MAX_MESSAGE:
-        text = text[:MAX_MESSAGE - 1] + "…"
-    return text
+SERVICE = "socialos"              # error and metrics key of the user API
+ADMIN_SERVICE = "socialos-admin"  # ... and of the admin API
 
 
 def _check_base_url(base_url):
@@ -73,19 +59,6 @@ def _quote_part(part):
     return quote(text, safe="")
 
 
-def _timed_out(exc):
-    """True when a connection error is really a timeout.
-
-    When urllib3 gives up after retrying read timeouts, requests reports a
-    ConnectionError wrapping MaxRetryError(reason=ReadTimeoutError). A refused
-    connection is NewConnectionError, which urllib3 files under timeouts too.
-    """
-    inner = exc.args[0] if exc.args else None
-    reason = getattr(inner, "reason", inner)  # a timeout while reading the body comes bare
-    return (isinstance(reason, urllib3.exceptions.TimeoutError)
-            and not isinstance(reason, urllib3.exceptions.NewConnectionError))
-
-
 class Client:
     """Calls one Social OS base URL with one set of credentials.
 
@@ -93,36 +66,36 @@ class Client:
     calls ``GET base_url/user/<name>``. Each path part is percent-quoted on
     its own, so user input in a part cannot reach another resource.
 
-    ``http`` is a ``requests.Session``; by default the process-wide pooled
-    one (looked up per call, so ``socialos_app.http.reset()`` takes effect).
-    ``timeout`` is requests' ``(connect, read)`` in seconds.
+    ``transport`` is the process's ``socialos_app.http.Transport`` (a
+    client made without one gets a pool of its own); ``timeout`` overrides
+    the transport's (connect, read) seconds; ``service`` is the key errors
+    and metrics carry ("socialos" or "socialos-admin").
 
     Returns decoded JSON (``{}`` for an empty answer). Raises
     ``Unauthorized`` (401), ``Forbidden`` (403), ``NotFound`` (404),
-    ``Unimplemented`` (501), ``UpstreamError`` for any other failure status
-    or a non-JSON answer, and ``UpstreamUnavailable`` when the upstream
-    cannot be reached or does not answer in time. No message or repr ever
+    ``Unimplemented`` (501), ``UpstreamError`` for any other failure status,
+    a redirect or a non-JSON answer, and ``UpstreamUnavailable`` when the
+    upstream gave no answer (see its ``reason``). No message or repr ever
     contains the password.
     """
 
-    __slots__ = ("base_url", "username", "_password", "_http", "timeout", "service")
+    __slots__ = ("base_url", "username", "_password", "transport", "_timeout", "service")
 
-    def __init__(self, base_url, username, password, *, http=None, timeout=DEFAULT_TIMEOUT,
-                 service="Social OS API"):
+    def __init__(self, base_url, username, password, *, transport=None, timeout=None, service=SERVICE):
         self.base_url = _check_base_url(base_url)
         self.username = str(username)
         self._password = str(password)
-        self._http = http
-        self.timeout = timeout
+        self.transport = transport if transport is not None else Transport()
+        self._timeout = timeout
         self.service = service
 
     def __repr__(self):
         return f"<Client {self.base_url} as {self.username!r}>"
 
     @property
-    def http(self):
-        """The requests session the calls go through."""
-        return self._http if self._http is not None else shared_http.pooled_session()
+    def timeout(self):
+        """The (connect, read) seconds this client's calls wait."""
+        return self._timeout or self.transport.timeout
 
     def url(self, *parts):
         """The absolute URL for these path parts (each quoted as one segment)."""
@@ -159,114 +132,51 @@ class Client:
         ``params`` is the query string, ``data`` a form body, ``json`` a JSON
         body. Raises ValueError for a path part of "", "." or "..".
         """
-        method = method.upper()
         url = self.url(*parts)
         if ":" in self.username:
             # Basic auth cannot carry such a name (the colon separates the
             # password); no upstream account can match, so say so plainly.
             raise Unauthorized("a username cannot contain ':'", service=self.service)
-        session = self.http
-        # Prepare the request on its own rather than through the session, so
-        # the shared session's cookie jar is never merged in: a cookie one
-        # user's call received must not ride along on another user's call.
-        # Credentials are UTF-8 bytes (requests would use latin-1 for str).
-        try:
-            prepared = requests.Request(
-                method, url, params=params, data=data, json=json,
-                headers={**session.headers, "Accept": "application/json"},
-                auth=(self.username.encode("utf-8"), self._password.encode("utf-8")),
-            ).prepare()
-            # No redirects: an API has no reason to send us elsewhere, and the
-            # credentials must not follow one.
-            response = session.send(prepared, timeout=self.timeout, allow_redirects=False)
-        except requests.Timeout:
-            raise self._unavailable("did not answer in time") from None
-        except requests.exceptions.SSLError:
-            raise self._unavailable("could not be reached: the TLS handshake failed") from None
-        except (requests.ConnectionError, requests.exceptions.RetryError,
-                requests.exceptions.ChunkedEncodingError) as exc:
-            if _timed_out(exc):
-                raise self._unavailable("did not answer in time") from None
-            raise self._unavailable("could not be reached") from None
-        except requests.RequestException as exc:
-            raise UpstreamError(self._scrub(f"request failed: {type(exc).__name__}"),
-                                service=self.service) from None
-        with response:
-            return self._decode(method, response)
-
-    # -- internals ---------------------------------------------------------
-    def _unavailable(self, what):
-        return UpstreamUnavailable(f"{what} ({urlsplit(self.base_url).netloc})", service=self.service)
-
-    def _scrub(self, text):
-        """Never let the password reach a message, even if an upstream echoes it."""
-        text = _short(text)
-        if self._password and self._password in text:
-            text = text.replace(self._password, "****")
-        return text
-
-    def _decode(self, method, response):
-        status = response.status_code
-        body = response.content
-        payload = None
-        decoded = False
-        if body.strip():
-            try:
-                payload = jsonlib.loads(body)
-                decoded = True
-            except ValueError:  # includes UnicodeDecodeError
-                pass
-        if 200 <= status < 300:
-            if not body.strip():
-                return {}
-            if not decoded:
-                kind = response.headers.get("Content-Type", "no content type").split(";")[0]
-                raise UpstreamError(self._scrub(f"answered with something that is not JSON ({kind})"),
-                                    status=status, service=self.service)
-            return payload
-        if 300 <= status < 400:
-            raise UpstreamError(self._scrub(f"answered {method} with a redirect, which is not followed"),
-                                status=status, service=self.service)
-        message = None
-        if isinstance(payload, dict):
-            for field in ("error", "message"):
-                if isinstance(payload.get(field), str) and payload[field].strip():
-                    message = payload[field]
-                    break
-        if message is None:
-            message = response.reason or f"HTTP {status}"
-        raise error_for_status(status, self._scrub(message), service=self.service)
+        # Credentials as UTF-8 bytes (requests would use latin-1 for str).
+        auth = (self.username.encode("utf-8"), self._password.encode("utf-8"))
+        return self.transport.call(self.service, method, url, params=params, data=data, json=json,
+                                   auth=auth, timeout=self._timeout, secret=self._password)
 
 
 class SocialOS:
     """The Social OS API as configured: API URL, admin URL, admin credentials.
 
-    Holds no per-user state, so one instance serves the whole process.
+    Holds no per-user state, so one instance serves the whole process. Every
+    client it makes rides ``transport`` (default: a pool of its own).
     """
 
-    def __init__(self, api_url, admin_url, admin_user, admin_password, *,
-                 timeout=DEFAULT_TIMEOUT, http=None):
+    def __init__(self, api_url, admin_url, admin_user, admin_password, *, transport=None, timeout=None):
         self.api_url = _check_base_url(api_url)
         self.admin_url = _check_base_url(admin_url)
         self.admin_user = admin_user
         self._admin_password = admin_password
-        self.timeout = timeout
-        self._http = http
+        self.transport = transport if transport is not None else Transport()
+        self._timeout = timeout
 
     @classmethod
-    def from_settings(cls, settings):
-        """The factory for these ``Settings`` (URLs, admin account, timeouts, pool size)."""
-        return cls(
-            settings.api_url, settings.admin_url, settings.admin_user, settings.admin_password,
-            timeout=(settings.upstream_connect_timeout, settings.upstream_read_timeout),
-            http=shared_http.pooled_session(settings.thread_pool),
-        )
+    def from_settings(cls, settings, transport=None):
+        """The factory for these ``Settings`` (URLs, admin account) on the process's ``transport``.
+
+        Without a transport, one is made from the same settings (pool size, timeouts).
+        """
+        return cls(settings.api_url, settings.admin_url, settings.admin_user, settings.admin_password,
+                   transport=transport if transport is not None else Transport.from_settings(settings))
 
     def __repr__(self):
         return f"<SocialOS api={self.api_url} admin={self.admin_url} as {self.admin_user!r}>"
 
-    def _client(self, base_url, username, password, service="Social OS API"):
-        return Client(base_url, username, password, http=self._http, timeout=self.timeout,
+    @property
+    def timeout(self):
+        """The (connect, read) seconds its clients' calls wait."""
+        return self._timeout or self.transport.timeout
+
+    def _client(self, base_url, username, password, service=SERVICE):
+        return Client(base_url, username, password, transport=self.transport, timeout=self._timeout,
                       service=service)
 
     def user(self, username, key_password):
@@ -275,8 +185,7 @@ class SocialOS:
 
     def admin(self):
         """A client for the admin API with the admin credentials (no I/O)."""
-        return self._client(self.admin_url, self.admin_user, self._admin_password,
-                            service="Social OS admin API")
+        return self._client(self.admin_url, self.admin_user, self._admin_password, service=ADMIN_SERVICE)
 
     def create_key(self, username, password, ttl):
         """Create an API key with the user's real password; ``ttl`` in seconds.
@@ -290,7 +199,7 @@ class SocialOS:
         if not isinstance(answer, dict) or not all(
                 isinstance(answer.get(f), str) and answer[f] for f in fields):
             raise UpstreamError("answered the key request without a token, password and expiry",
-                                service="Social OS API")
+                                service=SERVICE)
         return {f: answer[f] for f in fields}
 
     def revoke_key(self, username, key_token, key_password):

@@ -1,11 +1,25 @@
-"""Typed errors for upstream calls (Social OS API and Pusher).
+"""Typed errors for upstream calls (the Social OS API, its admin API, Pusher).
 
-Each carries the HTTP status and the upstream's own message, never the
-credentials used for the call, so it is safe to log or show.
+Each carries the service it came from twice: ``service``, a stable key to
+branch on ("socialos", "socialos-admin", "pusher"), and ``label``, the
+name to show a person ("the Social OS API"). Each also carries the HTTP
+status and the upstream's own message, never the credentials used for the
+call, so it is safe to log or show.
 """
 
 __all__ = ["UpstreamError", "Unauthorized", "Forbidden", "NotFound", "Unimplemented",
-           "PayloadTooLarge", "BadRequest", "UpstreamUnavailable", "error_for_status"]
+           "PayloadTooLarge", "BadRequest", "UpstreamUnavailable", "error_for_status",
+           "LABELS", "REASONS"]
+
+# Service key -> the name a person reads. Keys are what code compares; labels may change.
+LABELS = {
+    "socialos": "the Social OS API",
+    "socialos-admin": "the Social OS admin API",
+    "pusher": "Pusher",
+}
+
+# Why an upstream gave no answer (UpstreamUnavailable.reason).
+REASONS = ("timeout", "refused", "busy", "circuit_open")
 
 
 class UpstreamError(Exception):
@@ -13,15 +27,16 @@ class UpstreamError(Exception):
 
     status = None
 
-    def __init__(self, message="upstream error", status=None, service="Social OS API"):
+    def __init__(self, message="upstream error", status=None, service="socialos"):
         super().__init__(message)
         self.message = message
         self.service = service
+        self.label = LABELS.get(service, service)
         if status is not None:
             self.status = status
 
     def __str__(self):
-        return f"{self.service}: {self.status or '-'} {self.message}"
+        return f"{self.label}: {self.status or '-'} {self.message}"
 
 
 class BadRequest(UpstreamError):
@@ -49,13 +64,25 @@ class Unimplemented(UpstreamError):
 
 
 class UpstreamUnavailable(UpstreamError):
-    """No answer in time, or no connection at all."""
+    """No answer at all. ``reason`` says why, for the page to say it in words:
+
+    "timeout"       connected (or tried to) and no answer came in time;
+    "refused"       could not be reached: connection refused, reset or dropped, DNS, TLS;
+    "busy"          not tried: too many of our calls already wait on this upstream;
+    "circuit_open"  not tried: it kept failing just now, so calls fail fast for a few seconds.
+    """
+
+    def __init__(self, message="no answer", status=None, service="socialos", reason="timeout"):
+        super().__init__(message, status=status, service=service)
+        if reason not in REASONS:
+            raise ValueError(f"unknown reason {reason!r}")
+        self.reason = reason
 
 
 _BY_STATUS = {401: Unauthorized, 403: Forbidden, 404: NotFound, 501: Unimplemented}
 
 
-def error_for_status(status, message, service="Social OS API", extra=None):
+def error_for_status(status, message, service="socialos", extra=None):
     """The typed error for an HTTP status; ``extra`` adds service-specific ones."""
     cls = (extra or {}).get(status) or _BY_STATUS.get(status, UpstreamError)
     return cls(message, status=status, service=service)

@@ -11,10 +11,12 @@ carries ``auth_key``, ``auth_timestamp``, ``auth_version=1.0``, ``body_md5``
 where the query parameters are sorted by *lower-cased* key and joined
 *unescaped*; the query is URL-encoded only when it goes on the wire.
 
-Calls ride the process-wide pooled session (``socialos_app.http``), so
-every server thread shares a few warm connections to Pusher. Failures
+Only Pusher's protocol lives here (signing, its limits, authorization,
+webhooks). Calls go out through the process's transport
+(``socialos_app.http.Transport``), shared with the Social OS client, so
+every server thread shares a few warm connections to Pusher, and failures
 come back as the typed errors of ``socialos_app.errors`` with service
-"Pusher"; the secret never appears in an error, a log line or a repr.
+"pusher"; the secret never appears in an error, a log line or a repr.
 """
 
 import hashlib
@@ -24,10 +26,8 @@ import re
 import time
 from urllib.parse import quote, urlencode
 
-import requests
-
-from .errors import BadRequest, PayloadTooLarge, UpstreamError, UpstreamUnavailable, error_for_status
-from .http import pooled_session
+from .errors import BadRequest, PayloadTooLarge, UpstreamError
+from .http import Transport
 
 __all__ = [
     "Pusher", "WebhookError", "sign_query", "channel_authorization",
@@ -35,7 +35,7 @@ __all__ = [
     "MAX_CHANNELS", "MAX_DATA_BYTES", "MAX_EVENT_NAME", "MAX_BATCH",
 ]
 
-SERVICE = "Pusher"
+SERVICE = "pusher"  # the key its errors and metrics carry
 AUTH_VERSION = "1.0"
 
 # Pusher's documented limits; checked here so a bad call fails fast, before any I/O.
@@ -175,67 +175,48 @@ def _same(a, b):
 class Pusher:
     """Signed calls to one Pusher app's HTTP API.
 
-    ``http`` is a ``requests.Session``-like object (default: the process-wide
-    pooled one, made with ``pool_size`` connections per host on first use);
-    ``timeout`` is requests' (connect, read) pair.
+    ``transport`` is the process's ``socialos_app.http.Transport`` (a client
+    made without one gets a pool of its own); ``timeout`` overrides the
+    transport's (connect, read) seconds.
     """
 
-    def __init__(self, app_id, key, secret, base_url, *, http=None, timeout=(3.05, 10.0),
-                 pool_size=16):
+    def __init__(self, app_id, key, secret, base_url, *, transport=None, timeout=None):
         if not (app_id and key and secret):
             raise ValueError("Pusher needs an app id, a key and a secret")
         self.app_id = str(app_id)
         self.key = key
         self._secret = secret  # underscore: kept out of repr and vars-dumping helpers
         self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self._http = http
-        self._pool_size = pool_size
+        self.transport = transport if transport is not None else Transport()
+        self._timeout = timeout
 
     @classmethod
-    def from_settings(cls, settings):
-        """The client for the app configured in ``settings`` (pooled session, its timeouts)."""
+    def from_settings(cls, settings, transport=None):
+        """The client for the app configured in ``settings`` on the process's ``transport``.
+
+        Without a transport, one is made from the same settings (pool size, timeouts).
+        """
         return cls(settings.pusher_app_id, settings.pusher_key, settings.pusher_secret,
-                   settings.pusher_base_url, pool_size=settings.thread_pool,
-                   timeout=(settings.upstream_connect_timeout, settings.upstream_read_timeout))
+                   settings.pusher_base_url,
+                   transport=transport if transport is not None else Transport.from_settings(settings))
 
     def __repr__(self):
         return f"Pusher(app_id={self.app_id!r}, key={self.key!r}, base_url={self.base_url!r})"
 
     @property
-    def http(self):
-        # Resolved on use, not at construction: http.reset() may replace the pooled session.
-        return self._http if self._http is not None else pooled_session(self._pool_size)
+    def timeout(self):
+        """The (connect, read) seconds its calls wait."""
+        return self._timeout or self.transport.timeout
 
-    # -- transport ---------------------------------------------------------
     def _request(self, method, path, params=None, payload=None):
         """Sign and send one call; the decoded JSON answer, or a typed error."""
         body = json.dumps(payload, separators=_COMPACT).encode("utf-8") if payload is not None else b""
         query = sign_query(self.key, self._secret, method, path, params or {}, body or None)
         # quote (not quote_plus) and nothing left "safe": the server decodes exactly what we signed.
         url = f"{self.base_url}{path}?{urlencode(query, quote_via=quote, safe='')}"
-        headers = {"Accept": "application/json"}
-        if body:
-            headers["Content-Type"] = "application/json"
-        try:
-            response = self.http.request(method, url, data=body or None, headers=headers,
-                                         timeout=self.timeout, allow_redirects=False)
-        except requests.Timeout:
-            raise UpstreamUnavailable("no answer in time", service=SERVICE) from None
-        except requests.ConnectionError:
-            raise UpstreamUnavailable("cannot connect", service=SERVICE) from None
-        except requests.RequestException as exc:
-            # `from None` everywhere: the chained exception would carry the signed URL.
-            raise UpstreamError(f"request failed: {type(exc).__name__}", service=SERVICE) from None
-
-        if response.status_code in (200, 202):
-            try:
-                return response.json()
-            except ValueError:
-                raise UpstreamError("answer is not JSON", status=response.status_code,
-                                    service=SERVICE) from None
-        raise error_for_status(response.status_code, _reason(response), service=SERVICE,
-                               extra=_EXTRA_ERRORS)
+        headers = {"Content-Type": "application/json"} if body else None
+        return self.transport.call(SERVICE, method, url, data=body or None, headers=headers,
+                                   timeout=self._timeout, errors=_EXTRA_ERRORS, secret=self._secret)
 
     def _app_path(self, *parts):
         return "/".join([f"/apps/{quote(self.app_id, safe='')}", *parts])
@@ -362,15 +343,3 @@ def _event(name, data, socket_id):
     if socket_id is not None:
         event["socket_id"] = socket_id
     return event
-
-
-def _reason(response):
-    """The upstream's own short message: its JSON ``error``, else the start of its text."""
-    try:
-        payload = response.json()
-        if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-            return payload["error"][:200]
-    except ValueError:
-        pass
-    text = (response.text or "").strip()
-    return text[:200] or response.reason or f"HTTP {response.status_code}"

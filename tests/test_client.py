@@ -7,10 +7,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from socialos_app import http as shared_http
 from socialos_app.client import Client, SocialOS
 from socialos_app.errors import (Forbidden, NotFound, Unauthorized, Unimplemented, UpstreamError,
                                  UpstreamUnavailable)
+from socialos_app.http import Transport
 from support import free_port
 
 
@@ -154,8 +154,7 @@ def test_a_200_that_is_not_json_is_an_upstream_error(sandbox, demo):
 # -- the shared pool -----------------------------------------------------------------
 def test_calls_share_one_pooled_connection(sandbox, demo):
     key, _ = demo
-    shared_http.reset()
-    client = Client(sandbox.api_url, "demo", key["password"])  # the default: the pooled session
+    client = Client(sandbox.api_url, "demo", key["password"], transport=Transport())
 
     def fifty():
         for _ in range(50):
@@ -170,19 +169,20 @@ def test_a_fresh_session_per_call_pays_a_connection_each(sandbox, demo):
     def fifty():
         for _ in range(50):
             with requests.Session() as session:
-                Client(sandbox.api_url, "demo", key["password"], http=session).get("user", "demo")
+                Client(sandbox.api_url, "demo", key["password"],
+                       transport=Transport(session=session)).get("user", "demo")
 
     assert connections_opened(sandbox, fifty) == 50
 
 
 def test_the_shared_session_never_keeps_anyones_credentials(sandbox, demo):
-    key, client = demo
-    shared_http.reset()
-    client.get("user", "demo")
-    stranger = Client(sandbox.api_url, "demo", "wrong")
+    key, _ = demo
+    transport = Transport()
+    Client(sandbox.api_url, "demo", key["password"], transport=transport).get("user", "demo")
+    stranger = Client(sandbox.api_url, "demo", "wrong", transport=transport)
     with pytest.raises(Unauthorized):
         stranger.get("user", "demo")  # the good call before lent it nothing
-    session = shared_http.pooled_session()
+    session = transport.session
     assert session.auth is None and "Authorization" not in session.headers
 
 
@@ -221,9 +221,15 @@ def cookie_upstream():
 
 
 def test_a_cookie_one_user_got_never_rides_on_another_users_call(cookie_upstream):
-    with requests.Session() as shared:
-        alice = Client(cookie_upstream, "alice", "alice-key", http=shared)
-        bob = Client(cookie_upstream, "bob", "bob-key", http=shared)
+    shared = Transport()
+    alice = Client(cookie_upstream, "alice", "alice-key", transport=shared)
+    bob = Client(cookie_upstream, "bob", "bob-key", transport=shared)
+    assert alice.get("whoami") == {"cookie": ""}
+    assert bob.get("whoami") == {"cookie": ""}
+    assert not list(shared.session.cookies)  # and the jar kept nothing
+    with requests.Session() as plain:  # even a plain session given by the caller keeps none on our calls
+        alice = Client(cookie_upstream, "alice", "alice-key", transport=Transport(session=plain))
+        bob = Client(cookie_upstream, "bob", "bob-key", transport=Transport(session=plain))
         assert alice.get("whoami") == {"cookie": ""}
         assert bob.get("whoami") == {"cookie": ""}
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from socialos_app import pusher as ours
 from socialos_app.errors import (BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized,
                                  UpstreamError, UpstreamUnavailable)
+from socialos_app.http import Transport
 from socialos_app.settings import Settings
 from support import Sandbox, free_port
 
@@ -93,12 +94,13 @@ def test_trigger_sends_the_worked_example_bytes(sandbox):
     """Our body encoding is byte-for-byte the one in Pusher's example (so its MD5 matches)."""
     seen = {}
 
-    class Recorder:
-        def request(self, method, url, data=None, **kwargs):
-            seen.update(method=method, url=url, data=data)
-            return requests.request(method, url, data=data, **kwargs)
+    class Recorder(requests.Session):
+        def send(self, prepared, **kwargs):
+            seen.update(method=prepared.method, url=prepared.url, data=prepared.body)
+            return super().send(prepared, **kwargs)
 
-    client = ours.Pusher(DOC_APP, DOC_KEY, DOC_SECRET, sandbox.pusher_url, http=Recorder())
+    client = ours.Pusher(DOC_APP, DOC_KEY, DOC_SECRET, sandbox.pusher_url,
+                         transport=Transport(session=Recorder()))
     with pytest.raises(NotFound):  # the sandbox's app is not app 3
         client.trigger("project-3", "foo", {"some": "data"})
     assert seen["method"] == "POST" and seen["data"] == DOC_BODY
@@ -322,7 +324,7 @@ def test_upstream_statuses_become_typed_errors(client, sandbox, status, error):
     with pytest.raises(UpstreamError) as caught:
         client.trigger("c", "e", "d")  # a POST: never retried, so one fault is enough
     assert type(caught.value) is error
-    assert caught.value.status == status and caught.value.service == "Pusher"
+    assert caught.value.status == status and caught.value.service == "pusher"
     assert SECRET not in str(caught.value) and SECRET not in repr(caught.value)
 
 
