@@ -30,7 +30,13 @@ import cherrypy
 from cherrypy._cpdispatch import PageHandler
 
 try:
-    from prometheus_client import CollectorRegistry, Counter, Histogram, exposition
+    from prometheus_client import (
+        CollectorRegistry,
+        Counter,
+        Histogram,
+        disable_created_metrics,
+        exposition,
+    )
     from prometheus_client.core import GaugeMetricFamily
     from prometheus_client.gc_collector import GCCollector
     from prometheus_client.platform_collector import PlatformCollector
@@ -111,6 +117,8 @@ class _LiveSessions:
 
 
 if available:
+    # The *_created series only matter to OpenMetrics consumers; they double every scrape.
+    disable_created_metrics()
     REGISTRY = CollectorRegistry()
     ProcessCollector(registry=REGISTRY)
     PlatformCollector(registry=REGISTRY)
@@ -279,10 +287,15 @@ cherrypy.tools.request_metrics = RequestMetricsTool()
 # -- the page ----------------------------------------------------------------
 class MetricsPage:
     """``GET /metrics``: this process's metrics in Prometheus text format
-    (OpenMetrics when the scraper asks for it)."""
+    (OpenMetrics when the scraper asks for it).
 
-    @cherrypy.expose
-    def index(self, **_ignored):
+    The object itself is the handler (not an ``index``), so ``/metrics`` is
+    answered as is, with no redirect to ``/metrics/``.
+    """
+
+    exposed = True
+
+    def __call__(self, **_ignored):
         request = cherrypy.serving.request
         if request.method not in ("GET", "HEAD"):
             cherrypy.serving.response.headers["Allow"] = "GET, HEAD"
