@@ -22,17 +22,17 @@ STALE_AFTER = 5.0
 
 
 class Health:
-    """The health pages over a session engine's ``ping``."""
+    """The health pages over ``ping``, which raises ``StoreUnavailable`` unless the database answers."""
 
-    def __init__(self, engine):
-        self.engine = engine
+    def __init__(self, ping):
+        self.ping = ping
         self._lock = threading.Lock()
         self._ok, self._at = False, 0.0
 
     def check(self):
         """Ping the database once and remember the answer."""
         try:
-            self.engine.ping()
+            self.ping()
             ok = True
         except StoreUnavailable:
             ok = False

@@ -102,8 +102,25 @@ def _here():
 
 
 def _found(request):
-    """True when the dispatcher found a page for this path (unknown paths are 404s for everyone)."""
-    return request.handler is not None and not isinstance(request.handler, cherrypy.NotFound)
+    """True when this path names one of the app's pages exactly.
+
+    CherryPy's dispatcher also hands ``/dashboard/extra`` to ``dashboard``
+    (with ``extra`` as an argument) and ``/login/`` to ``login``; those are
+    other addresses, and other addresses are 404s for everyone.
+    """
+    handler = request.handler
+    if handler is None or isinstance(handler, cherrypy.NotFound):
+        return False
+    if request.path_info != "/" and request.path_info.endswith("/"):
+        return False
+    return not getattr(handler, "args", ())
+
+
+def known_paths():
+    """Before the handler (first): unknown addresses are a 404, signed in or not."""
+    request = cherrypy.serving.request
+    if request.handler is not None and not _found(request):
+        raise cherrypy.NotFound()
 
 
 # -- the session tool --------------------------------------------------------
@@ -257,6 +274,24 @@ def relative_location(location, base):
     return quote(location, safe=_URL_SAFE)
 
 
+def head_as_get():
+    """Before the handler: a HEAD request runs the GET page (CherryPy drops the body).
+
+    Handlers then only ever tell GET from POST, and uptime monitors that
+    send HEAD see what browsers see.
+    """
+    request = cherrypy.serving.request
+    if request.method == "HEAD":
+        request.method = "GET"
+        request.hooks.attach("on_end_resource", _back_to_head, priority=0)
+
+
+def _back_to_head():
+    cherrypy.serving.request.method = "HEAD"
+
+
+cherrypy.tools.head_as_get = cherrypy.Tool("before_handler", head_as_get, priority=20)
+cherrypy.tools.known_paths = cherrypy.Tool("before_handler", known_paths, priority=30)
 cherrypy.tools.socialos_session = cherrypy.Tool("before_handler", resolve_session, priority=40)
 cherrypy.tools.csrf = cherrypy.Tool("before_handler", check_csrf, priority=60)
 cherrypy.tools.upstream_errors = cherrypy.Tool("before_handler", translate_errors, priority=70)

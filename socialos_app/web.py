@@ -25,7 +25,8 @@ from .pusher import Pusher
 from .pages import Root
 from .render import render
 from .sessions import SessionEngine, StoreUnavailable
-from .sessions.mongo import MongoSessionStore, connect
+from .db import connect, database
+from .sessions.mongo import MongoSessionStore
 from .throttle import LoginThrottle
 
 __all__ = ["Services", "build_services", "mount"]
@@ -64,7 +65,9 @@ def build_services(settings):
     """Connect (lazily) to the database and upstreams; no I/O happens here."""
     connect(settings.database_uri, settings.db_timeout_ms, settings.thread_pool + 4)
     keyring = Keyring(settings.secure_key, settings.secure_key_previous)
-    engine = SessionEngine(MongoSessionStore(), keyring, settings.session_ttl, settings.session_max_age)
+    engine = SessionEngine(MongoSessionStore(database()["sessions"]), keyring, settings.session_ttl,
+                           settings.session_max_age,
+                           cache_size=getattr(settings, "session_cache_size", 0))
     transport = http.Transport.from_settings(settings)  # one pooled session, shared by both clients
     services = Services(settings=settings, keyring=keyring, engine=engine,
                         socialos=SocialOS.from_settings(settings, transport))
@@ -122,6 +125,8 @@ def app_config(services):
     return {
         "/": {
             **session,
+            "tools.known_paths.on": True,
+            "tools.head_as_get.on": True,
             "tools.csrf.on": True,
             "tools.csrf.keyring": services.keyring,
             "tools.csrf.precookie_name": services.precookie_name,
@@ -159,7 +164,7 @@ def app_config(services):
 
 
 # Files anyone may fetch: no session, no CSRF, cacheable.
-PUBLIC_FILE = {"tools.socialos_session.on": False, "tools.csrf.on": False,
+PUBLIC_FILE = {"tools.known_paths.on": False, "tools.socialos_session.on": False, "tools.csrf.on": False,
                "tools.upstream_errors.on": False, "tools.secure_headers.no_store": False}
 
 
@@ -178,9 +183,11 @@ class ServicesPlugin(SimplePlugin):
             # Start anyway: pages answer 503 until the database is back (indexes are idempotent).
             self.bus.log(f"session database not reachable at start ({exc}); will answer 503 until it is",
                          level=logging.WARNING)
+        self.services.engine.start_watching()  # the session cache, trusted once its change stream runs
     start.priority = 60
 
     def stop(self):
+        self.services.engine.stop_watching()
         self.services.socialos.transport.close()
 
 
@@ -193,7 +200,7 @@ def mount(settings, conf_file=None):
     if metrics.available:  # GET /metrics only with the `metrics` extra; else a 404
         root.metrics = metrics.MetricsPage()
         metrics.set_live_sessions(lambda: services.engine.stats())
-    health = Health(services.engine)
+    health = Health(services.engine.ping)
     root.livez, root.readyz, root.healthz = health.livez, health.readyz, health.readyz
     app = cherrypy.tree.mount(root, "/", config=str(conf_file) if conf_file else None)
     app.request_class, app.response_class = Request, Response

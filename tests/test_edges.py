@@ -106,7 +106,7 @@ def test_a_non_ascii_next_is_percent_encoded(app):
 
 
 def test_next_never_names_a_post_only_address(app):
-    for target in ("/logout", "/pusher/auth", "/devices"):
+    for target in ("/logout", "/pusher/auth", "/pusher/webhook"):
         s, answer = sign_in(app, next_path=target)
         assert answer.status_code == 303
         assert answer.headers["Location"] == "/dashboard", (target, answer.headers["Location"])
