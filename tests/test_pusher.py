@@ -11,6 +11,7 @@ import hmac
 import json
 import secrets
 import time
+from typing import ClassVar
 from urllib.parse import quote, urlencode
 
 import pusher  # the official library
@@ -18,15 +19,22 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from socialos_app import pusher as ours
-from socialos_app.errors import (BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized,
-                                 UpstreamError, UpstreamUnavailable)
-from socialos_app.http import Transport
-from socialos_app.settings import Settings
 from support import Sandbox, free_port
 
-APP, KEY, SECRET = "demo", "demo-key", "demo-secret"
+from socialos_app import pusher as ours
+from socialos_app.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from socialos_app.http import Transport
+from socialos_app.settings import DEMO_PUSHER, Settings
+
+APP, KEY, SECRET = (DEMO_PUSHER[v] for v in ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET"))
 
 # Pusher's published examples (HTTP API reference; authorization signature reference).
 DOC_APP, DOC_KEY, DOC_SECRET = "3", "278d425bdf160c739803", "7ad3773142a6692b25b8"
@@ -494,7 +502,7 @@ def test_sandbox_membership_is_presence_only(sandbox):
 class NumericSandbox(Sandbox):
     """The official library accepts only numeric app ids (as real Pusher issues)."""
 
-    PUSHER = {"PUSHER_APP_ID": "4242", "PUSHER_KEY": KEY, "PUSHER_SECRET": SECRET}
+    PUSHER: ClassVar[dict] = {"PUSHER_APP_ID": "4242", "PUSHER_KEY": KEY, "PUSHER_SECRET": SECRET}
 
 
 @pytest.fixture(scope="module")

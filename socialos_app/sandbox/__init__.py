@@ -4,18 +4,21 @@ Not product code: the app starts them only in embedded mode, and
 ``python -m socialos_app.sandbox`` runs them on their own:
 
 * ``socialos``: the Social OS API (``/api``) and its admin API (``/admin``);
-* ``pusher``: Pusher's HTTP API, checking signatures as Pusher does;
+* ``pusher``: Pusher's HTTP API, checking signatures as Pusher does, and on
+  the same port ``channels_ws``: Pusher's Channels websocket protocol (v7);
+* ``webhooks``: the signed webhooks the Pusher sandbox sends the app;
 * ``base``: what both share (threaded keep-alive server, fault injection).
 """
 
 __all__ = ["serve"]
 
 
-def serve(host, api_port, pusher_port, channel, app_id, key, secret):
+def serve(host, api_port, pusher_port, channel, app_id, key, secret, webhook_url=None):
     """Run both sandboxes until SIGINT or SIGTERM, then stop them cleanly.
 
     Prints one line per sandbox with its URL (never a secret). Must be
     called from the main thread (it installs the signal handlers).
+    ``webhook_url``: where the Pusher sandbox posts signed webhooks (None: nowhere).
     """
     # Imported here so importing the package (e.g. for ``base``) stays light.
     import signal
@@ -26,7 +29,7 @@ def serve(host, api_port, pusher_port, channel, app_id, key, secret):
     servers = [socialos.make_server(host, api_port)]
     try:
         servers.append(pusher.make_server(host, pusher_port, app_id, key, secret,
-                                          channel=channel, demo_members=True))
+                                          channel=channel, demo_members=True, webhook_url=webhook_url))
     except BaseException:
         servers[0].server_close()
         raise
@@ -40,8 +43,11 @@ def serve(host, api_port, pusher_port, channel, app_id, key, secret):
             thread.start()
         api = f"http://{_url_host(host)}:{servers[0].server_address[1]}"
         print(f"Social OS API sandbox: {api}/api (admin API: {api}/admin)", flush=True)
-        print(f"Pusher sandbox: http://{_url_host(host)}:{servers[1].server_address[1]}"
-              f" (app {app_id}, channel {channel})", flush=True)
+        where = f"{_url_host(host)}:{servers[1].server_address[1]}"
+        print(f"Pusher sandbox: http://{where} (app {app_id}, channel {channel};"
+              f" websocket ws://{where}/app/{key})", flush=True)
+        if webhook_url:
+            print(f"Pusher sandbox webhooks: {webhook_url}", flush=True)
         while not stop.wait(0.5):  # a timed wait lets the signal handler run promptly
             pass
     finally:

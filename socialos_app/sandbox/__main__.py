@@ -1,20 +1,26 @@
 """``python -m socialos_app.sandbox``: the Social OS API and Pusher sandboxes, standalone.
 
     python -m socialos_app.sandbox [--host H] [--api-port P] [--pusher-port Q] [--channel NAME]
+                                   [--webhook-url URL]
 
 Defaults come from the environment (SANDBOX_API_PORT, SANDBOX_PUSHER_PORT,
-PUSHER_CHANNEL), else 127.0.0.1, 8081, 8082 and presence-lobby. The Pusher
-app is PUSHER_APP_ID/PUSHER_KEY/PUSHER_SECRET when all three are set, else
-demo/demo-key/demo-secret. Runs until SIGINT or SIGTERM.
+PUSHER_CHANNEL, SANDBOX_WEBHOOK_URL), else 127.0.0.1, 8081, 8082,
+presence-lobby and no webhooks. The Pusher app is
+PUSHER_APP_ID/PUSHER_KEY/PUSHER_SECRET when all three are set, else the
+demo app (settings.DEMO_PUSHER: 100001/demo-key/demo-secret). Its
+websocket (Pusher's Channels protocol) is on the Pusher port, at
+``/app/{key}``. Runs until SIGINT or SIGTERM.
 """
 
 import argparse
 import os
 import sys
+from urllib.parse import urlsplit
 
 from socialos_app.sandbox import serve
+from socialos_app.settings import DEMO_PUSHER
 
-DEMO_PUSHER = ("demo", "demo-key", "demo-secret")
+PUSHER_VARIABLES = ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET")
 
 
 def _port(text):
@@ -27,6 +33,15 @@ def _port(text):
     return port
 
 
+def _webhook_url(text):
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
+    return text
+
+
 def main(argv=None):
     env = os.environ
     parser = argparse.ArgumentParser(prog="python -m socialos_app.sandbox",
@@ -35,13 +50,15 @@ def main(argv=None):
     parser.add_argument("--api-port", type=_port, default=env.get("SANDBOX_API_PORT") or "8081")
     parser.add_argument("--pusher-port", type=_port, default=env.get("SANDBOX_PUSHER_PORT") or "8082")
     parser.add_argument("--channel", default=env.get("PUSHER_CHANNEL") or "presence-lobby")
+    parser.add_argument("--webhook-url", type=_webhook_url, default=env.get("SANDBOX_WEBHOOK_URL") or None,
+                        help="where the Pusher sandbox posts signed webhooks (e.g. the app's /pusher/webhook)")
     args = parser.parse_args(argv)
 
-    app = tuple(env.get(name, "") for name in ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET"))
+    app = tuple(env.get(name, "") for name in PUSHER_VARIABLES)
     if not all(app):
-        app = DEMO_PUSHER
+        app = tuple(DEMO_PUSHER[name] for name in PUSHER_VARIABLES)
     try:
-        serve(args.host, args.api_port, args.pusher_port, args.channel, *app)
+        serve(args.host, args.api_port, args.pusher_port, args.channel, *app, webhook_url=args.webhook_url)
     except OSError as exc:  # typically: the port is taken
         print(f"sandbox: cannot listen on {args.host}: {exc.strerror or exc}", file=sys.stderr)
         return 1

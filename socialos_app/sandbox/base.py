@@ -19,7 +19,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["SandboxServer", "JSONHandler"]
+__all__ = ["JSONHandler", "SandboxServer"]
 
 MAX_BODY = 1024 * 1024
 

@@ -38,9 +38,11 @@ import threading
 import time
 from urllib.parse import parse_qsl, unquote
 
+from . import channels_ws
 from .base import JSONHandler, SandboxServer
+from .webhooks import WebhookSender
 
-__all__ = ["make_server", "PusherState", "PusherHandler", "DEMO_MEMBERS"]
+__all__ = ["DEMO_MEMBERS", "PusherHandler", "PusherState", "make_server"]
 
 # Pusher's published limits (the free and standard plans).
 MAX_CHANNELS_PER_EVENT = 100
@@ -74,50 +76,260 @@ def _is_presence(channel):
     return channel.startswith("presence-")
 
 
-class PusherState:
-    """One Pusher app: its credentials, presence members and received events.
+class Member:
+    """A user in a presence channel: here through sockets, or pinned by the sandbox route."""
 
-    Every read and write holds ``lock``: handler threads run concurrently.
+    __slots__ = ("info", "pinned", "sockets")
+
+    def __init__(self, info):
+        self.info = info
+        self.sockets = set()   # socket ids subscribed as this user
+        self.pinned = False    # added by POST /_sandbox/.../members (a browser stand-in)
+
+    @property
+    def present(self):
+        return self.pinned or bool(self.sockets)
+
+
+class Channel:
+    """One channel's subscribers (socket id -> connection) and, for presence, its members."""
+
+    __slots__ = ("members", "name", "subscribers")
+
+    def __init__(self, name):
+        self.name = name
+        self.subscribers = {}
+        self.members = {}  # user_id -> Member, insertion-ordered
+
+    @property
+    def presence(self):
+        return _is_presence(self.name)
+
+    @property
+    def occupied(self):
+        return bool(self.members) if self.presence else bool(self.subscribers)
+
+    @property
+    def subscription_count(self):
+        return len(self.subscribers) + sum(1 for m in self.members.values() if m.pinned)
+
+
+class PusherState:
+    """One Pusher app: credentials, channels, websocket connections, received events.
+
+    One membership for everyone: websocket subscribers, the sandbox routes'
+    members and the HTTP API all read and write the channels here. Every
+    change holds ``lock``; messages for sockets are queued (in order) under
+    it and written after it is released, so a slow socket never holds it.
+    ``webhooks`` (a ``WebhookSender`` or None) gets the webhook events.
     """
 
-    def __init__(self, app_id, key, secret):
+    def __init__(self, app_id, key, secret, webhooks=None, activity_timeout=120, pong_timeout=30,
+                 max_connections=1000):
         self.app_id, self.key, self.secret = str(app_id), key, secret
+        self.webhooks = webhooks
+        self.activity_timeout = activity_timeout
+        self.pong_timeout = pong_timeout
+        self.max_connections = max_connections
         self.lock = threading.Lock()
-        self.members = {}  # channel -> {user_id: user_info}, insertion-ordered
+        self.channels = {}      # name -> Channel (only while occupied or subscribed)
+        self.connections = {}   # socket id -> connection
         self.events = collections.deque(maxlen=EVENT_LOG_SIZE)
 
-    # -- membership --------------------------------------------------------
-    def add_member(self, channel, user_id, user_info=None):
-        with self.lock:
-            self.members.setdefault(channel, {})[user_id] = user_info
-            return len(self.members[channel])
+    # -- internals (call with the lock held) -------------------------------
+    def _channel(self, name):
+        channel = self.channels.get(name)
+        if channel is None:
+            channel = self.channels[name] = Channel(name)
+        return channel
 
-    def remove_member(self, channel, user_id):
+    def _hooks(self, *events):
+        if events and self.webhooks is not None:
+            self.webhooks.post(list(events))
+
+    def _gone_if_empty(self, channel, hooks):
+        if not channel.occupied and not channel.subscribers:
+            self.channels.pop(channel.name, None)
+        if not channel.occupied:
+            hooks.append({"name": "channel_vacated", "channel": channel.name})
+
+    def _member_joined(self, channel, user_id, member, except_socket, touched, hooks):
+        """Tell everyone else (and the app's webhook) that ``user_id`` is here now."""
+        data = json.dumps({"user_id": user_id, "user_info": member.info})
+        for socket_id, conn in channel.subscribers.items():
+            if socket_id != except_socket:
+                conn.enqueue({"event": "pusher_internal:member_added", "channel": channel.name, "data": data})
+                touched.add(conn)
+        hooks.append({"name": "member_added", "channel": channel.name, "user_id": user_id})
+
+    def _member_left(self, channel, user_id, touched, hooks):
+        del channel.members[user_id]
+        data = json.dumps({"user_id": user_id})
+        for conn in channel.subscribers.values():
+            conn.enqueue({"event": "pusher_internal:member_removed", "channel": channel.name, "data": data})
+            touched.add(conn)
+        hooks.append({"name": "member_removed", "channel": channel.name, "user_id": user_id})
+
+    @staticmethod
+    def _flush(touched):
+        for conn in touched:
+            conn.flush()
+
+    # -- websocket connections ----------------------------------------------
+    def connect(self, conn):
+        """Register a new connection; False when the app is over its connection quota."""
         with self.lock:
-            users = self.members.get(channel, {})
-            removed = users.pop(user_id, _MISSING) is not _MISSING
-            if not users:
-                self.members.pop(channel, None)  # an empty channel is vacated
-            return removed
+            if len(self.connections) >= self.max_connections:
+                return False
+            self.connections[conn.socket_id] = conn
+            return True
+
+    def subscribe(self, conn, name, user_id=None, user_info=None):
+        """Subscribe ``conn`` (auth already checked); False if it already was.
+
+        Presence: ``user_id`` joins; the first socket of a user makes them a
+        member (``member_added`` to the others), more sockets of theirs don't.
+        """
+        touched, hooks = {conn}, []
+        with self.lock:
+            channel = self._channel(name)
+            if conn.socket_id in channel.subscribers:
+                return False
+            was_occupied = channel.occupied
+            channel.subscribers[conn.socket_id] = conn
+            conn.channels[name] = user_id
+            if channel.presence:
+                member = channel.members.get(user_id)
+                if member is None:
+                    member = channel.members[user_id] = Member(user_info)
+                    self._member_joined(channel, user_id, member, conn.socket_id, touched, hooks)
+                member.sockets.add(conn.socket_id)
+                presence = {"ids": list(channel.members),
+                            "hash": {uid: m.info for uid, m in channel.members.items()},
+                            "count": len(channel.members)}
+                data = json.dumps({"presence": presence})
+            else:
+                data = "{}"
+            if not was_occupied and channel.occupied:
+                hooks.insert(0, {"name": "channel_occupied", "channel": name})
+            conn.enqueue({"event": "pusher_internal:subscription_succeeded", "channel": name, "data": data})
+            self._hooks(*hooks)
+        self._flush(touched)
+        return True
+
+    def unsubscribe(self, conn, name):
+        touched, hooks = set(), []
+        with self.lock:
+            self._unsubscribe(conn, name, touched, hooks)
+            self._hooks(*hooks)
+        self._flush(touched)
+
+    def _unsubscribe(self, conn, name, touched, hooks):
+        channel = self.channels.get(name)
+        if channel is None or channel.subscribers.pop(conn.socket_id, None) is None:
+            return
+        user_id = conn.channels.pop(name, None)
+        was_occupied = channel.occupied
+        if channel.presence:
+            member = channel.members.get(user_id)
+            if member is not None:
+                member.sockets.discard(conn.socket_id)
+                if not member.present:
+                    self._member_left(channel, user_id, touched, hooks)
+        if was_occupied:
+            self._gone_if_empty(channel, hooks)
+        elif not channel.subscribers and not channel.members:
+            self.channels.pop(name, None)
+
+    def disconnect(self, conn):
+        """A socket has gone: it leaves every channel it was in."""
+        touched, hooks = set(), []
+        with self.lock:
+            self.connections.pop(conn.socket_id, None)
+            for name in list(conn.channels):
+                self._unsubscribe(conn, name, touched, hooks)
+            self._hooks(*hooks)
+        touched.discard(conn)
+        self._flush(touched)
+
+    def all_connections(self):
+        with self.lock:
+            return list(self.connections.values())
+
+    def deliver(self, channel_names, message, exclude_socket=None):
+        """Queue ``message`` (with its channel) to every subscriber of each channel but one socket."""
+        touched = set()
+        with self.lock:
+            for name in channel_names:
+                channel = self.channels.get(name)
+                for socket_id, conn in (channel.subscribers.items() if channel else ()):
+                    if socket_id != exclude_socket:
+                        conn.enqueue({**message, "channel": name})
+                        touched.add(conn)
+        self._flush(touched)
+
+    # -- membership through the sandbox routes -------------------------------
+    def add_member(self, channel_name, user_id, user_info=None):
+        """Pin a member (a stand-in for a browser); returns the channel's member count."""
+        touched, hooks = set(), []
+        with self.lock:
+            channel = self._channel(channel_name)
+            was_occupied = channel.occupied
+            member = channel.members.get(user_id)
+            if member is None:
+                member = channel.members[user_id] = Member(user_info)
+                self._member_joined(channel, user_id, member, None, touched, hooks)
+            else:
+                member.info = user_info if user_info is not None else member.info
+            member.pinned = True
+            if not was_occupied:
+                hooks.insert(0, {"name": "channel_occupied", "channel": channel_name})
+            self._hooks(*hooks)
+            count = len(channel.members)
+        self._flush(touched)
+        return count
+
+    def remove_member(self, channel_name, user_id):
+        """Unpin a member; they leave unless a socket of theirs is still subscribed.
+        True if they were pinned."""
+        touched, hooks = set(), []
+        with self.lock:
+            channel = self.channels.get(channel_name)
+            member = channel.members.get(user_id) if channel else None
+            if member is None or not member.pinned:
+                return False
+            member.pinned = False
+            if not member.present:
+                self._member_left(channel, user_id, touched, hooks)
+                self._gone_if_empty(channel, hooks)
+            self._hooks(*hooks)
+        self._flush(touched)
+        return True
 
     def member_list(self, channel):
         with self.lock:
-            return [{"id": uid, "user_info": info}
-                    for uid, info in self.members.get(channel, {}).items()]
+            found = self.channels.get(channel)
+            return [{"id": uid, "user_info": m.info} for uid, m in (found.members.items() if found else ())]
 
     def user_ids(self, channel):
         with self.lock:
-            return list(self.members.get(channel, {}))
+            found = self.channels.get(channel)
+            return list(found.members) if found else []
 
     def occupied(self):
-        """{channel: member count} for every channel with someone in it."""
+        """{channel: (user count, subscription count)} for every occupied channel."""
         with self.lock:
-            return {name: len(users) for name, users in self.members.items() if users}
+            return {name: (len(c.members), c.subscription_count)
+                    for name, c in self.channels.items() if c.occupied}
 
     # -- events ------------------------------------------------------------
     def record(self, events):
+        """Log events received through the HTTP API and deliver them to subscribers."""
         with self.lock:
             self.events.extend(events)
+        for event in events:
+            self.deliver(event["channels"], {"event": event["name"], "data": event["data"]},
+                         exclude_socket=event.get("socket_id"))
 
     def event_log(self):
         with self.lock:
@@ -148,6 +360,8 @@ class PusherHandler(JSONHandler):
 
     def route(self, method):
         path = self.url.path
+        if method == "GET" and self.headers.get("Upgrade", "").strip().lower() == "websocket":
+            return channels_ws.serve(self, self.state)  # Channels protocol, on the same port
         body = self.read_body()  # always drained, so the keep-alive connection stays in step
         if method == "HEAD":  # an answer to HEAD must have no body
             self.send_response(405)
@@ -224,10 +438,10 @@ class PusherHandler(JSONHandler):
                                f"allowed {TIMESTAMP_WINDOW}")
         if body and "body_md5" not in params:
             raise Refused(401, "missing body_md5 for a request with a body")
-        if "body_md5" in params:
-            # The official libraries send body_md5 (of no bytes) on GETs too: check it all the same.
-            if not hmac.compare_digest(params["body_md5"].encode(), hashlib.md5(body).hexdigest().encode()):
-                raise Refused(401, "body_md5 does not match the body")
+        # The official libraries send body_md5 (of no bytes) on GETs too: check it all the same.
+        if "body_md5" in params and not hmac.compare_digest(params["body_md5"].encode(),
+                                                            hashlib.md5(body).hexdigest().encode()):
+            raise Refused(401, "body_md5 does not match the body")
 
         secret = self.state.secret.encode()
         signature = params["auth_signature"].encode()
@@ -252,9 +466,9 @@ class PusherHandler(JSONHandler):
         if "user_count" in info and not _is_presence(prefix):
             raise Refused(400, "info=user_count requires filter_by_prefix=presence-")
         channels = {}
-        for name, count in self.state.occupied().items():
+        for name, (users, _subscriptions) in self.state.occupied().items():
             if name.startswith(prefix):
-                channels[name] = {"user_count": count} if "user_count" in info else {}
+                channels[name] = {"user_count": users} if "user_count" in info else {}
         return {"channels": channels}
 
     def _channel(self, channel, params):
@@ -263,12 +477,13 @@ class PusherHandler(JSONHandler):
         presence = _is_presence(channel)
         if "user_count" in info and not presence:
             raise Refused(400, "user_count is only available for presence channels")
-        count = self.state.occupied().get(channel, 0)
-        answer = {"occupied": count > 0}
+        found = self.state.occupied().get(channel)
+        users, subscriptions = found or (0, 0)
+        answer = {"occupied": found is not None}
         if "user_count" in info:
-            answer["user_count"] = count
+            answer["user_count"] = users
         if "subscription_count" in info:
-            answer["subscription_count"] = count  # one connection per sandbox member
+            answer["subscription_count"] = subscriptions  # sockets, plus one per pinned member
         return answer
 
     def _users(self, channel):
@@ -342,6 +557,12 @@ class PusherHandler(JSONHandler):
         if not parts or parts[0] != self.state.app_id:
             raise Refused(404, "unknown app id")
         rest = parts[1:]
+        if rest == ["webhooks"]:
+            if method != "GET":
+                raise Refused(405, "method not allowed")
+            hooks = self.state.webhooks
+            return self.send_json(200, {"url": hooks.url if hooks else None,
+                                        "deliveries": hooks.deliveries() if hooks else []})
         if rest == ["events"]:
             if method == "GET":
                 return self.send_json(200, {"events": self.state.event_log()})
@@ -378,15 +599,32 @@ class PusherHandler(JSONHandler):
         return self.send_json(201, {"channel": channel, "user_id": user_id, "members": count})
 
 
-def make_server(host, port, app_id, key, secret, channel="presence-lobby", demo_members=True):
+def make_server(host, port, app_id, key, secret, channel="presence-lobby", demo_members=True,
+                webhook_url=None, activity_timeout=120, pong_timeout=30):
     """The Pusher sandbox for one app, bound but not started (run ``serve_forever``).
 
     ``demo_members`` seeds a few members into ``channel`` so a fresh
-    presence page has someone in it.
+    presence page has someone in it (no webhooks are sent for them).
+    ``webhook_url``: where to POST signed webhooks, as Pusher does.
+    ``activity_timeout``/``pong_timeout``: seconds of silence before the
+    sandbox pings a socket, and before it closes one that doesn't answer.
     """
     server = SandboxServer((host, port), PusherHandler)
-    server.pusher = PusherState(app_id, key, secret)
+    state = server.pusher = PusherState(app_id, key, secret, activity_timeout=activity_timeout,
+                                        pong_timeout=pong_timeout)
     if demo_members and channel:
         for user_id, user_info in DEMO_MEMBERS:
-            server.pusher.add_member(channel, user_id, dict(user_info))
+            state.add_member(channel, user_id, dict(user_info))
+    if webhook_url:
+        state.webhooks = WebhookSender(webhook_url, key, secret)
+    close = server.server_close
+
+    def server_close():
+        # Pusher closes sockets with 4200 ("reconnect immediately") when a server goes away.
+        for conn in state.all_connections():
+            conn.close(4200, "Server is going away")
+        if state.webhooks is not None:
+            state.webhooks.stop()
+        close()
+    server.server_close = server_close
     return server
