@@ -17,9 +17,20 @@ hot path it cost more than the database read. The result is byte for byte
 ``Crypto.Protocol.KDF.HKDF(SECURE_KEY, 32, b"", SHA256, context=info)``
 (``tests/test_crypto.py`` checks it).
 
-Rotation: a ``Keyring`` holds the current SECURE_KEY and any previous ones.
-New sessions use the current key; a session made under a previous key is
-still found (its record id under that key) and opened, then re-sealed.
+Two more subkeys, derived once per process, serve the stored record itself:
+
+* ``record_tag``: HMAC-SHA256 (the standard library's C ``hmac``, a few µs)
+  over every field of a session record except ``accessed``, so a database
+  writer without SECURE_KEY can't grant admin, extend a lifetime or move a
+  field between records (``sessions/engine.py`` builds the message);
+* ``seal_ref``: the upstream key's *token* (never its password), sealed with
+  AES-256-GCM under a server-only key, record id as associated data, so the
+  server can revoke the keys of sessions it ends without their cookies.
+
+Rotation: a ``Keyring`` holds the current SECURE_KEY and any previous ones
+and owns the loop over them (record ids, opening, CSRF checks). New
+sessions use the current key; a session made under a previous key is still
+found (its record id under that key) and opened, then re-sealed.
 """
 
 import base64
@@ -33,7 +44,7 @@ from Crypto.Cipher import AES
 from Crypto.Hash import HMAC, SHA256
 from Crypto.Protocol.KDF import HKDF
 
-__all__ = ["Keyring", "SessionKey", "new_token", "looks_like_token"]
+__all__ = ["Keyring", "ServerKey", "SessionKey", "new_token", "looks_like_token"]
 
 TOKEN_BYTES = 32          # 256 bits of entropy in every cookie
 FORMAT_VERSION = b"\x01"  # first byte of every sealed blob
@@ -70,13 +81,42 @@ def _subkey(master, purpose):
     return HKDF(master, 32, b"", SHA256, context=b"socialos/v1/" + purpose)
 
 
-class SessionKey:
-    """Everything one server secret derives: record ids, seals and CSRF tokens."""
+def _gcm_seal(key, aad, plaintext):
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
+    cipher.update(FORMAT_VERSION + aad)
+    ciphertext, tag = cipher.encrypt_and_digest(plaintext)
+    return FORMAT_VERSION + nonce + ciphertext + tag
+
+
+def _gcm_open(key, aad, blob):
+    if not isinstance(blob, (bytes, bytearray)) or len(blob) < 1 + NONCE_BYTES + TAG_BYTES:
+        return None
+    if blob[:1] != FORMAT_VERSION:
+        return None
+    nonce = blob[1:1 + NONCE_BYTES]
+    ciphertext, tag = blob[1 + NONCE_BYTES:-TAG_BYTES], blob[-TAG_BYTES:]
+    try:
+        cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
+        cipher.update(FORMAT_VERSION + aad)
+        return cipher.decrypt_and_verify(bytes(ciphertext), bytes(tag))
+    except (ValueError, KeyError, binascii.Error):
+        return None
+
+
+class ServerKey:
+    """Everything one server secret derives: record ids, seals, record tags and CSRF tokens.
+
+    (Named for the server secret it comes from; no session owns one.)
+    """
 
     def __init__(self, master):
         self._prk = hkdf_extract(master)
         self._id_key = _subkey(master, b"record-id")
         self._csrf_key = _subkey(master, b"csrf")
+        # The HMAC's keyed state made once; each tag copies it (C, thread-safe).
+        self._tag_hmac = hmac.new(_subkey(master, b"record-tag"), digestmod="sha256")
+        self._ref_key = _subkey(master, b"key-ref")
 
     def record_id(self, token):
         """The database id of the session a token names (64 hex chars)."""
@@ -88,25 +128,38 @@ class SessionKey:
 
     def seal(self, token, record_id, plaintext):
         """Encrypt and authenticate ``plaintext`` for this token and record."""
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        cipher = AES.new(self._seal_key(token), AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-        cipher.update(FORMAT_VERSION + record_id.encode())
-        ciphertext, tag = cipher.encrypt_and_digest(plaintext)
-        return FORMAT_VERSION + nonce + ciphertext + tag
+        return _gcm_seal(self._seal_key(token), record_id.encode(), plaintext)
 
     def open(self, token, record_id, blob):
         """The plaintext, or None when the blob is tampered, truncated or not ours."""
-        if not isinstance(blob, (bytes, bytearray)) or len(blob) < 1 + NONCE_BYTES + TAG_BYTES:
+        if not isinstance(token, str) or not isinstance(record_id, str):
             return None
-        if blob[:1] != FORMAT_VERSION:
-            return None
-        nonce = blob[1:1 + NONCE_BYTES]
-        ciphertext, tag = blob[1 + NONCE_BYTES:-TAG_BYTES], blob[-TAG_BYTES:]
         try:
-            cipher = AES.new(self._seal_key(token), AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-            cipher.update(FORMAT_VERSION + record_id.encode())
-            return cipher.decrypt_and_verify(bytes(ciphertext), bytes(tag))
-        except (ValueError, KeyError, binascii.Error):
+            key = self._seal_key(token)
+        except (ValueError, binascii.Error):
+            return None
+        return _gcm_open(key, record_id.encode(), blob)
+
+    def record_tag(self, message):
+        """HMAC-SHA256 of a record's canonical bytes (32 bytes)."""
+        mac = self._tag_hmac.copy()
+        mac.update(message)
+        return mac.digest()
+
+    def check_record_tag(self, message, tag):
+        """Constant-time check of a stored record tag."""
+        return isinstance(tag, bytes) and hmac.compare_digest(self.record_tag(message), tag)
+
+    def seal_ref(self, record_id, text):
+        """Seal a server-side reference (the upstream key's token) to one record."""
+        return _gcm_seal(self._ref_key, b"key-ref:" + record_id.encode(), text.encode())
+
+    def open_ref(self, record_id, blob):
+        """The reference ``seal_ref`` sealed for this record, or None."""
+        plain = _gcm_open(self._ref_key, b"key-ref:" + record_id.encode(), blob)
+        try:
+            return plain.decode() if plain is not None else None
+        except UnicodeDecodeError:
             return None
 
     def csrf_token(self, binding):
@@ -121,16 +174,50 @@ class SessionKey:
         return hmac.compare_digest(self.csrf_token(binding).encode(), given.encode("utf-8", "replace"))
 
 
+SessionKey = ServerKey  # the old name, until every caller has moved
+
+
 class Keyring:
-    """The current server secret first, then previous ones still honoured."""
+    """The current server secret first, then previous ones still honoured.
+
+    Callers never loop over the keys: the keyring tries them itself.
+    """
 
     def __init__(self, current, previous=()):
-        self.keys = [SessionKey(current)] + [SessionKey(k) for k in previous]
+        self.keys = [ServerKey(current)] + [ServerKey(k) for k in previous]
 
     @property
     def current(self):
+        """The key new sessions, seals and CSRF tokens are made with."""
         return self.keys[0]
 
     def record_ids(self, token):
         """Record ids of a token under every key, current first."""
         return [key.record_id(token) for key in self.keys]
+
+    def key_at(self, index):
+        """The key at ``index`` of ``record_ids``' order (0: the current one)."""
+        return self.keys[index]
+
+    def open(self, token, record_id, blob):
+        """Open a session's seal with whichever key named the record; None if none does."""
+        for key in self.keys:
+            if key.record_id(token) == record_id:
+                return key.open(token, record_id, blob)
+        return None
+
+    def open_ref(self, record_id, blob):
+        """Open a sealed server-side reference under any key; None if none opens it."""
+        for key in self.keys:
+            found = key.open_ref(record_id, blob)
+            if found is not None:
+                return found
+        return None
+
+    def csrf_token(self, binding):
+        """A CSRF token for ``binding`` under the current key."""
+        return self.current.csrf_token(binding)
+
+    def check_csrf(self, binding, given):
+        """True when ``given`` is the CSRF token of ``binding`` under any honoured key."""
+        return any(key.check_csrf(binding, given) for key in self.keys)

@@ -6,14 +6,13 @@
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import cherrypy
 from cherrypy import _cpreqbody
 from cherrypy.process.plugins import SimplePlugin
 
-from . import http, logs, metrics, tools  # noqa: F401 - tools registers the CherryPy tools
+from . import http, logs, metrics, resources, tools  # noqa: F401 - tools registers the CherryPy tools
 from .errorpages import error_page, unexpected_error
 from .health import Health
 from .request import Request, Response
@@ -31,7 +30,7 @@ from .throttle import LoginThrottle
 
 __all__ = ["Services", "build_services", "mount"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = resources.root()  # the checkout, or the installed package (the wheel carries static/)
 log = logging.getLogger("socialos")
 
 HEADINGS = {400: "That request didn't make sense", 403: "Not allowed", 404: "Page not found",

@@ -324,3 +324,46 @@ def test_hkdf_in_two_steps_is_rfc_5869_and_pycryptodomes_hkdf():
     for n in range(50):
         master, info = secrets.token_bytes(32 + n), secrets.token_bytes(n)
         assert hkdf_expand(hkdf_extract(master), info) == HKDF(master, 32, b"", SHA256, context=info)
+
+
+# -- record tags, key references, the keyring's own loop -------------------------------
+def test_record_tag_is_keyed_and_covers_every_byte():
+    key, other = crypto.ServerKey(K1), crypto.ServerKey(K2)
+    message = b"socialos/v1/record" + secrets.token_bytes(64)
+    tag = key.record_tag(message)
+    assert len(tag) == 32 and key.check_record_tag(message, tag)
+    assert other.record_tag(message) != tag and not other.check_record_tag(message, tag)
+    for i in range(len(message)):
+        changed = bytearray(message)
+        changed[i] ^= 1
+        assert bytes(changed) != message and not key.check_record_tag(bytes(changed), tag)
+    assert not key.check_record_tag(message, tag[:-1]) and not key.check_record_tag(message, None)
+
+
+def test_key_ref_is_sealed_to_its_record_and_opened_by_any_honoured_key():
+    old = crypto.ServerKey(K1)
+    rid, other_rid = old.record_id(new_token()), old.record_id(new_token())
+    blob = old.seal_ref(rid, "upstream-key-token")
+    assert b"upstream-key-token" not in blob
+    assert old.open_ref(rid, blob) == "upstream-key-token"
+    assert old.open_ref(other_rid, blob) is None                      # can't be moved to another record
+    assert Keyring(K2, [K1]).open_ref(rid, blob) == "upstream-key-token"  # after a rotation
+    assert Keyring(K2).open_ref(rid, blob) is None                    # a retired key opens nothing
+    assert old.open_ref(rid, b"junk") is None
+
+
+def test_keyring_opens_with_the_key_that_named_the_record_and_checks_csrf_under_any():
+    token = new_token()
+    old = crypto.ServerKey(K1)
+    rid = old.record_id(token)
+    blob = old.seal(token, rid, b"secret")
+    ring = Keyring(K2, [K1])
+    assert ring.open(token, rid, blob) == b"secret"
+    assert ring.open(new_token(), rid, blob) is None
+    assert Keyring(K2).open(token, rid, blob) is None
+    csrf = old.csrf_token("session:" + token)
+    assert ring.check_csrf("session:" + token, csrf)
+    assert ring.csrf_token("session:" + token) == crypto.ServerKey(K2).csrf_token("session:" + token)
+    assert ring.csrf_token("session:" + token) != csrf
+    assert not Keyring(K2).check_csrf("session:" + token, csrf)
+    assert crypto.SessionKey is crypto.ServerKey    # the old name, until callers move

@@ -5,6 +5,8 @@ database is inspected and aged through a separate pymongo client, and
 every command the store sends is counted with pymongo's command monitoring.
 """
 
+import hashlib
+import json
 import secrets
 import threading
 from datetime import timedelta
@@ -13,10 +15,11 @@ import mongoengine as me
 import pytest
 from pymongo import monitoring
 
-from socialos_app.crypto import Keyring, SessionKey, new_token
+from socialos_app.crypto import Keyring, ServerKey, new_token
+from socialos_app.db import ALIAS, connect, utcnow
 from socialos_app.sessions import Credentials, SessionEngine
-from socialos_app.sessions.engine import utcnow
-from socialos_app.sessions.mongo import ALIAS, MongoSessionStore, connect
+from socialos_app.sessions.engine import record_message
+from socialos_app.sessions.mongo import MongoSessionStore, _record
 
 IDLE = 600
 MAX_AGE = 3600
@@ -30,11 +33,13 @@ class Commands(monitoring.CommandListener):
         self.database = database
         self.lock = threading.Lock()
         self.names = []
+        self.write_concerns = []
 
     def started(self, event):
         if event.database_name == self.database:
             with self.lock:
                 self.names.append(event.command_name)
+                self.write_concerns.append((event.command_name, event.command.get("writeConcern")))
 
     def succeeded(self, event):
         pass
@@ -45,6 +50,7 @@ class Commands(monitoring.CommandListener):
     def clear(self):
         with self.lock:
             self.names.clear()
+            self.write_concerns.clear()
 
     def count(self, *names):
         with self.lock:
@@ -64,13 +70,22 @@ def sessions(db):
     """A store on a database of its own, its command log, and a raw view of its collection."""
     name = "sess_" + secrets.token_hex(4)
     commands = Commands(name)
-    connect(db.uri_for(name), event_listeners=[commands])
-    store = MongoSessionStore()
+    client = connect(db.uri_for(name), event_listeners=[commands])
+    store = MongoSessionStore(client[name]["sessions"])
     raw = db.client()
     yield store, commands, raw[name]["sessions"]
     raw.drop_database(name)
     raw.close()
     me.disconnect(ALIAS)
+
+
+def rewrite(raw, engine, record_id, **fields):
+    """Change stored fields as the server itself would (re-tagged under the engine's key)."""
+    doc = raw.find_one({"_id": record_id})
+    doc.update(fields)
+    record = _record(doc)
+    tag = engine.keyring.current.record_tag(record_message(record))
+    raw.update_one({"_id": record_id}, {"$set": {**fields, "tag": tag}})
 
 
 def make_engine(store, key=None, idle=IDLE, max_age=MAX_AGE):
@@ -111,10 +126,9 @@ def test_changing_the_idle_timeout_updates_the_ttl_index_in_place(sessions, engi
 def test_start_then_resume_returns_the_credentials(sessions, engine):
     _store, _commands, raw = sessions
     token, record = engine.start("ann", "Ann Example", True, CREDS, user_agent="UA/1", address="127.0.0.1")
-    found = engine.resume(token)
-    assert found is not None
-    again, creds = found
-    assert creds == CREDS
+    again = engine.resume(token)
+    assert again is not None
+    assert engine.credentials(token, again) == CREDS
     assert (again.username, again.name, again.admin) == ("ann", "Ann Example", True)
     assert again.id == record.id
     # What the database holds: no token, no key password, the record id under the key.
@@ -172,10 +186,9 @@ def test_idle_expiry_is_enforced_on_read(sessions, engine):
 def test_absolute_expiry_is_enforced_on_read_even_when_active(sessions, engine):
     _store, _commands, raw = sessions
     token, record = engine.start("ann", "Ann", False, CREDS)
-    raw.update_one({"_id": record.id}, {"$set": {"expires": utcnow() + timedelta(seconds=30)}})
+    rewrite(raw, engine, record.id, expires=utcnow() + timedelta(seconds=30))
     assert engine.resume(token) is not None
-    raw.update_one({"_id": record.id}, {"$set": {"expires": utcnow() - timedelta(seconds=1),
-                                                 "accessed": utcnow()}})
+    rewrite(raw, engine, record.id, expires=utcnow() - timedelta(seconds=1), accessed=utcnow())
     assert engine.resume(token) is None
     assert raw.find_one({"_id": record.id}) is None
 
@@ -221,35 +234,47 @@ def test_end_deletes_the_session(sessions, engine):
     assert engine.resume(other) is not None             # only that one session ended
 
 
-def test_list_user_and_destroy_where(sessions, engine):
-    store, _commands, _raw = sessions
-    started = [engine.start("ann", "Ann", False, CREDS, user_agent=f"device-{i}") for i in range(3)]
-    ben, _ = engine.start("ben", "Ben", False, CREDS)
+def test_devices_and_end_devices(sessions, engine):
+    _store, _commands, raw = sessions
+    started = [engine.start("ann", "Ann", False, Credentials(f"key-{i}", f"pw-{i}"), user_agent=f"device-{i}")
+               for i in range(3)]
+    ben, _ = engine.start("ben", "Ben", False, Credentials("key-ben", "pw-ben"))
 
-    listed = store.list_user("ann")
+    listed = engine.devices("ann")
     assert [r.user_agent for r in listed] == ["device-2", "device-1", "device-0"]  # newest first
     assert all(r.username == "ann" for r in listed)
     assert len({r.handle for r in listed}) == 3 and all(len(r.handle) == 12 for r in listed)
-    assert store.list_user("nobody") == []
+    assert engine.devices("nobody") == []
 
     # Sign out one device by its handle: never another user's, never the current one.
     victim = started[1][1]
-    assert store.destroy_where("ben", handle=victim.handle) == 0
-    assert store.destroy_where("ann", handle=victim.handle, keep_id=victim.id) == 0
-    assert store.destroy_where("ann", handle=victim.handle) == 1
+    assert engine.end_devices("ben", handle=victim.handle) == []
+    assert engine.end_devices("ann", handle=victim.handle, keep_id=victim.id) == []
+    assert engine.end_devices("ann", handle=victim.handle) == ["key-1"]   # its upstream key token
     assert engine.resume(started[1][0]) is None
     assert engine.resume(started[0][0]) is not None
 
     # Sign out everywhere else.
     keep = started[2][1]
-    assert store.destroy_where("ann", keep_id=keep.id) == 1
-    assert [r.id for r in store.list_user("ann")] == [keep.id]
+    assert engine.end_devices("ann", keep_id=keep.id) == ["key-0"]
+    assert [r.id for r in engine.devices("ann")] == [keep.id]
     assert engine.resume(started[2][0]) is not None
     assert engine.resume(ben) is not None
+    # The key token is stored sealed, never in clear.
+    assert b"key-2" not in repr(raw.find_one({"_id": keep.id})).encode()
+
+
+def test_devices_lists_live_sessions_only(sessions, engine):
+    _store, _commands, raw = sessions
+    (_, live), (_, idle), (_, old) = [engine.start("ann", "Ann", False, CREDS) for _ in range(3)]
+    now = utcnow()
+    raw.update_one({"_id": idle.id}, {"$set": {"accessed": now - timedelta(seconds=IDLE + 5)}})
+    rewrite(raw, engine, old.id, expires=now - timedelta(seconds=5))
+    assert [r.id for r in engine.devices("ann")] == [live.id]
 
 
 def test_stats_count_live_sessions_only(sessions, engine):
-    store, _commands, raw = sessions
+    _store, commands, raw = sessions
     engine.start("ann", "Ann", False, CREDS)
     engine.start("ann", "Ann", False, CREDS)
     engine.start("ben", "Ben", False, CREDS)
@@ -257,9 +282,11 @@ def test_stats_count_live_sessions_only(sessions, engine):
     _, old = engine.start("dan", "Dan", False, CREDS)
     now = utcnow()
     raw.update_one({"_id": idle.id}, {"$set": {"accessed": now - timedelta(seconds=IDLE + 5)}})
-    raw.update_one({"_id": old.id}, {"$set": {"expires": now - timedelta(seconds=5)}})
+    rewrite(raw, engine, old.id, expires=now - timedelta(seconds=5))
 
-    stats = store.stats(utcnow(), IDLE)
+    commands.clear()
+    stats = engine.stats()
+    assert commands.names == ["aggregate"]            # counted by the database, one command
     assert stats["active"] == 3
     assert stats["users"] == 2
     assert set(stats["by_hour"]) == set(range(24))
@@ -268,8 +295,8 @@ def test_stats_count_live_sessions_only(sessions, engine):
 
 
 def test_ping_answers_when_the_database_does(sessions):
-    store, _commands, _raw = sessions
-    store.ping()  # raises StoreUnavailable otherwise (see test_faults.py)
+    _store, _commands, _raw = sessions
+    make_engine(_store).ping()  # raises StoreUnavailable otherwise (see test_faults.py)
 
 
 def test_record_id_is_the_keyed_hash_of_the_token(sessions):
@@ -277,5 +304,125 @@ def test_record_id_is_the_keyed_hash_of_the_token(sessions):
     key = secrets.token_bytes(32)
     engine = make_engine(store, key=key)
     token, _ = engine.start("ann", "Ann", False, CREDS)
-    assert raw.find_one({"_id": SessionKey(key).record_id(token)}) is not None
+    assert raw.find_one({"_id": ServerKey(key).record_id(token)}) is not None
     assert raw.count_documents({}) == 1
+
+
+# -- durability -------------------------------------------------------------------------
+def test_session_writes_wait_for_a_majority_and_the_journal(sessions, engine):
+    _store, commands, _raw = sessions
+    commands.clear()
+    token, record = engine.start("ann", "Ann", False, CREDS)
+    other, _ = engine.start("ann", "Ann", False, CREDS)
+    engine.end_devices("ann", keep_id=record.id)
+    engine.end(token)
+    writes = [(name, wc) for name, wc in commands.write_concerns if name in ("insert", "delete")]
+    assert [name for name, _ in writes] == ["insert", "insert", "delete", "delete"]
+    for _name, wc in writes:
+        assert wc == {"w": "majority", "j": True}
+
+
+# -- record integrity: a database writer without SECURE_KEY gains nothing ----------------
+def _security_events(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "socialos.security"]
+
+
+@pytest.mark.parametrize("change", [
+    {"admin": True},
+    {"expires": "ten years"},
+    {"username": "ben"},
+    {"name": "Someone Else"},
+    {"created": "now"},
+    {"handle": "0123456789ab"},
+    {"admin": 1},
+])
+def test_a_database_writer_changing_any_field_ends_the_session(sessions, engine, caplog, change):
+    _store, _commands, raw = sessions
+    token, record = engine.start("ann", "Ann", False, CREDS)
+    now = utcnow()
+    change = {k: {"ten years": now + timedelta(days=3650), "now": now}.get(v, v) if isinstance(v, str) else v
+              for k, v in change.items()}
+    stored = raw.find_one({"_id": record.id})
+    assert all(stored[k] != v or type(stored[k]) is not type(v) for k, v in change.items())  # really a change
+    raw.update_one({"_id": record.id}, {"$set": change})
+    caplog.clear()
+    assert engine.resume(token) is None
+    assert raw.find_one({"_id": record.id}) is None     # destroyed, not just refused
+    events = _security_events(caplog)
+    assert len(events) == 1 and "event=session_tampered" in events[0]
+    assert f"sid={hashlib.sha256(record.id.encode()).hexdigest()[:8]}" in events[0]
+    assert token not in events[0] and record.id not in events[0]
+
+
+def test_touching_accessed_is_the_one_unauthenticated_change(sessions, engine):
+    _store, _commands, raw = sessions
+    token, record = engine.start("ann", "Ann", True, CREDS)
+    raw.update_one({"_id": record.id}, {"$set": {"accessed": utcnow() - timedelta(seconds=5)}})
+    again = engine.resume(token)
+    assert again is not None and again.admin is True
+
+
+def test_stripping_the_tag_of_a_new_record_does_not_make_it_a_legacy_one(sessions, engine, caplog):
+    _store, _commands, raw = sessions
+    token, record = engine.start("ann", "Ann", False, CREDS)
+    raw.update_one({"_id": record.id}, {"$unset": {"tag": ""}, "$set": {"admin": True}})
+    assert engine.resume(token) is None
+    assert raw.find_one({"_id": record.id}) is None
+    assert any("event=session_tampered" in e for e in _security_events(caplog))
+
+
+def _legacy_record(raw, key, username="ann", admin=False, expires_in=timedelta(seconds=MAX_AGE)):
+    """A session as the code before record tags wrote it: no tag, no key_ref, an unmarked seal."""
+    token = new_token()
+    rid = key.record_id(token)
+    now = utcnow()
+    raw.insert_one({"_id": rid, "username": username, "name": username.title(), "admin": admin,
+                    "sealed": key.seal(token, rid, json.dumps({"t": CREDS.token, "p": CREDS.password}).encode()),
+                    "created": now, "accessed": now, "expires": now + expires_in,
+                    "handle": secrets.token_hex(6), "user_agent": "old", "address": "127.0.0.1"})
+    return token, rid
+
+
+def test_a_session_from_before_tags_keeps_working_and_is_tagged_on_first_use(sessions):
+    store, _commands, raw = sessions
+    key = secrets.token_bytes(32)
+    engine = make_engine(store, key=key)
+    token, rid = _legacy_record(raw, ServerKey(key))
+    record = engine.resume(token)
+    assert record is not None and record.username == "ann" and record.id == rid
+    assert engine.credentials(token, record) == CREDS
+    stored = raw.find_one({"_id": rid})
+    assert stored["tag"] and stored["key_ref"]                   # re-tagged in place, key token sealed
+    assert engine.resume(token) is not None                      # and resumed as a tagged record from now on
+    assert engine.end_devices("ann") == [CREDS.token]
+
+
+def test_a_legacy_record_grants_no_admin_and_no_lifetime(sessions):
+    """The rule for records without a tag: admin is never carried over, expires is clamped."""
+    store, _commands, raw = sessions
+    key = secrets.token_bytes(32)
+    engine = make_engine(store, key=key)
+    token, rid = _legacy_record(raw, ServerKey(key), admin=True, expires_in=timedelta(days=3650))
+    before = utcnow()
+    record = engine.resume(token)
+    assert record is not None
+    assert record.admin is False
+    assert record.expires <= before + timedelta(seconds=MAX_AGE + 1)
+    stored = raw.find_one({"_id": rid})
+    assert stored["admin"] is False and stored["expires"] == record.expires
+    # Stripping the new tag again (to try once more) is tampering now.
+    raw.update_one({"_id": rid}, {"$unset": {"tag": ""}, "$set": {"admin": True}})
+    assert engine.resume(token) is None and raw.find_one({"_id": rid}) is None
+
+
+def test_a_legacy_record_with_a_seal_that_does_not_open_is_destroyed(sessions, engine):
+    _store, _commands, raw = sessions
+    other_key = ServerKey(secrets.token_bytes(32))
+    token = new_token()
+    rid = engine.keyring.current.record_id(token)
+    now = utcnow()
+    raw.insert_one({"_id": rid, "username": "ann", "name": "Ann", "admin": True, "created": now,
+                    "accessed": now, "expires": now + timedelta(days=1),
+                    "sealed": other_key.seal(token, rid, b'{"t": "x", "p": "y"}')})
+    assert engine.resume(token) is None
+    assert raw.find_one({"_id": rid}) is None

@@ -1,7 +1,8 @@
-"""Sessions: a storage interface (store), its MongoDB backend (mongo) and
-the policy that ties them to cookies and crypto (engine)."""
+"""Sessions: a storage interface (store) with its MongoDB (mongo) and
+in-memory (memory) backends, the per-instance cache (cache), and the policy
+that ties them to cookies and crypto (engine)."""
 
 from .engine import Credentials, SessionEngine
-from .store import SessionRecord, SessionStore, StoreUnavailable
+from .store import RecordExists, SessionRecord, SessionStore, StoreUnavailable
 
-__all__ = ["Credentials", "SessionEngine", "SessionRecord", "SessionStore", "StoreUnavailable"]
+__all__ = ["Credentials", "RecordExists", "SessionEngine", "SessionRecord", "SessionStore", "StoreUnavailable"]

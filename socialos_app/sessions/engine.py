@@ -1,23 +1,65 @@
-"""Session policy: cookie token in, signed-in user and upstream key out.
+"""Session policy: cookie token in, signed-in record out; every session rule.
 
-One database read per signed-in request; a write only when ``accessed``
-is more than ``TOUCH_EVERY`` old (so idle expiry stays accurate to a
-minute without a write per request) or when a session made under a
-previous SECURE_KEY is re-sealed under the current one.
+The engine owns the rules (idle and absolute expiry, touching, record
+integrity, re-sealing after a key rotation, a user's live devices, ending
+them, statistics); stores only keep records (``store.SessionStore``).
+
+Per signed-in request: at most one database read (none when the record is
+in this instance's cache and the change feed is confirmed, see
+``cache.py``), an HMAC check of the record, and a write only when
+``accessed`` is over ``TOUCH_EVERY`` old (idle expiry stays exact to a
+minute with almost no writes) or when a session made under a previous
+SECURE_KEY is re-sealed under the current one. The upstream credentials are
+opened only by ``credentials()``, when a page uses them.
+
+Record integrity. Every field but ``accessed`` is authenticated: ``tag`` is
+HMAC-SHA256 (stdlib C ``hmac``, an HKDF subkey of the SECURE_KEY that names
+the record) over ``record_message(record)``, checked on every resume
+without opening the seal. A record that fails is deleted and reported as
+``session_tampered``. So a database writer without SECURE_KEY can't grant
+admin, extend ``expires``, move a session to another user or swap fields
+between records; it can still delete sessions, read what the record shows
+(usernames, times, user agents, addresses), and keep a session from idling
+out by rewriting ``accessed`` (never past ``expires``).
+
+Records made before tags existed (no ``tag``) keep working and are re-tagged
+on first use, so deploying this signs no one out. Untagged records are
+trusted no further than this rule, because a writer can strip a tag:
+
+* the seal must open (it is AES-GCM bound to the record id, so the record
+  is really ours) and its plaintext must not carry the ``"v": 2`` marker
+  that every seal written since tags exist carries: stripping the tag from a
+  new record is therefore detected as tampering, and only records sealed by
+  the old code are ever adopted;
+* ``admin`` is never carried over (nothing authenticated it): an admin with a
+  pre-deploy session signs in again to reach /admin;
+* ``expires`` is clamped to at most ``max_age`` from now and ``created`` to
+  now, and the record must not already be expired or idle;
+* what a writer could still have changed in an old record before its
+  adoption (``username``, ``name``, ``handle``, ``user_agent``, ``address``)
+  is adopted as found: a one-time window that closes when the last
+  pre-deploy session has been used or has expired (``SESSION_MAX_AGE``).
 """
 
+import hashlib
 import json
 import secrets
+import threading
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from .. import logs, metrics
 from ..crypto import Keyring, looks_like_token, new_token
 from ..db import utcnow
-from .store import SessionRecord
+from .cache import SessionCache
+from .store import RecordExists, SessionRecord
 
-__all__ = ["Credentials", "SessionEngine", "utcnow"]
+__all__ = ["Credentials", "SessionEngine", "record_message", "utcnow"]
 
 TOUCH_EVERY = timedelta(seconds=60)
+SEAL_MARK = 2          # "v" in every seal's plaintext since records carry tags
+_EPOCH = datetime(1970, 1, 1)
+_MS = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True)
@@ -31,82 +73,304 @@ class Credentials:
         return "Credentials(token=..., password=...)"
 
 
-class SessionEngine:
-    """Creates, resumes and ends sessions over any ``SessionStore``."""
+def _text(value):
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value.encode()
 
-    def __init__(self, store, keyring, idle_seconds, max_age_seconds):
+
+def _blob(value):
+    if not isinstance(value, bytes):
+        raise TypeError("not bytes")
+    return value
+
+
+def _when(value):
+    if not isinstance(value, datetime) or value.tzinfo is not None:
+        raise TypeError("not a naive datetime")
+    return str((value - _EPOCH) // _MS).encode()
+
+
+def record_message(record):
+    """The bytes a record's tag authenticates: every field but ``accessed``.
+
+    Each field length-prefixed (no field can bleed into the next) and typed
+    strictly (``admin`` must be a real bool, dates real datetimes): a value
+    of another type raises ``TypeError``, which the engine treats as tampering.
+    """
+    if record.admin is True:
+        admin = b"1"
+    elif record.admin is False:
+        admin = b"0"
+    else:
+        raise TypeError("admin is not a bool")
+    parts = (_text(record.id), _text(record.username), _text(record.name), admin,
+             _when(record.created), _when(record.expires), _text(record.handle),
+             _text(record.user_agent), _text(record.address), _blob(record.sealed),
+             _blob(record.key_ref))
+    return b"socialos/v1/record" + b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+
+
+def _pack(credentials):
+    return json.dumps({"t": credentials.token, "p": credentials.password, "v": SEAL_MARK}).encode()
+
+
+def _unpack(plain):
+    """``(credentials, marked)`` from a seal's plaintext, or None."""
+    if plain is None:
+        return None
+    try:
+        data = json.loads(plain)
+        return Credentials(token=data["t"], password=data["p"]), data.get("v") == SEAL_MARK
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def short_id(record_id):
+    """8 hex characters naming a record in logs (a hash of its id, never the id)."""
+    return hashlib.sha256(str(record_id).encode()).hexdigest()[:8]
+
+
+class SessionEngine:
+    """Creates, resumes and ends sessions over any ``SessionStore``.
+
+    ``cache_size`` > 0 keeps up to that many records in this instance,
+    trusted only while ``start_watching`` has the store's change feed running.
+    Every method may raise ``StoreUnavailable`` (a real database failure only).
+    """
+
+    def __init__(self, store, keyring, idle_seconds, max_age_seconds, cache_size=0):
         self.store = store
         self.keyring = keyring if isinstance(keyring, Keyring) else Keyring(keyring)
         self.idle = timedelta(seconds=idle_seconds)
         self.max_age = timedelta(seconds=max_age_seconds)
+        self.cache = SessionCache(cache_size) if cache_size else None
+        self._stop = threading.Event()
+        self._watcher = None
 
+    # -- lifecycle ------------------------------------------------------------------
     def setup(self):
+        """Make the store's indexes (idempotent)."""
         self.store.setup(int(self.idle.total_seconds()))
 
+    def start_watching(self):
+        """Follow the store's change feed in a thread, so the cache can be trusted."""
+        if self.cache is None or (self._watcher is not None and self._watcher.is_alive()):
+            return
+        self._stop.clear()
+        self._watcher = threading.Thread(target=self._watch, name="session-changes", daemon=True)
+        self._watcher.start()
+
+    def stop_watching(self, timeout=5.0):
+        """Stop the feed thread; the cache is no longer trusted."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout)
+            self._watcher = None
+        if self.cache is not None:
+            self.cache.stream_down()
+
+    def _watch(self):
+        try:
+            self.store.watch(self.cache, self._stop)
+        except NotImplementedError:
+            pass  # a store without a feed: read through on every request
+        finally:
+            self.cache.stream_down()
+
+    # -- one session ------------------------------------------------------------------
     def start(self, username, name, admin, credentials, user_agent="", address=""):
-        """A new session with a fresh token (never one the browser offered)."""
+        """A new session with a fresh token (never one the browser offered): ``(token, record)``."""
         token = new_token()
         key = self.keyring.current
         record_id = key.record_id(token)
         now = utcnow()
         record = SessionRecord(
             id=record_id, username=username, name=name or username, admin=bool(admin),
-            sealed=key.seal(token, record_id, self._pack(credentials)),
+            sealed=key.seal(token, record_id, _pack(credentials)),
             created=now, accessed=now, expires=now + self.max_age,
-            handle=secrets.token_hex(6), user_agent=user_agent[:200], address=address[:64],
+            handle=secrets.token_hex(6), user_agent=(user_agent or "")[:200], address=(address or "")[:64],
+            key_ref=key.seal_ref(record_id, credentials.token),
         )
+        record = replace(record, tag=key.record_tag(record_message(record)))
         self.store.create(record)
         return token, record
 
     def resume(self, token):
-        """``(record, credentials)`` for a live session, else None. One read."""
+        """The live, authentic record a token names, or None. Never opens the seal
+        (except once for a record made before tags or under a previous key)."""
         if not looks_like_token(token):
             return None
         ids = self.keyring.record_ids(token)
-        record = self.store.load(ids)
-        if record is None:
-            return None
+        cache = self.cache
+        record = cache.get(ids[0]) if cache is not None else None
+        snapshot = None
+        if record is not None:
+            metrics.session_cache(True)
+            index = 0
+        else:
+            if cache is not None:
+                metrics.session_cache(False)
+                snapshot = cache.snapshot()
+            record = self.store.load(ids)
+            if record is None:
+                return None
+            try:
+                index = ids.index(record.id)
+            except ValueError:
+                return None
         now = utcnow()
+        if not record.tag:
+            return self._adopt(token, record, index, now)
+        try:
+            authentic = self.keyring.key_at(index).check_record_tag(record_message(record), record.tag)
+        except TypeError:
+            authentic = False
+        if not authentic:
+            self._tampered(record)
+            return None
         if now >= record.expires or now - record.accessed >= self.idle:
             # MongoDB's TTL monitor runs once a minute: expiry is enforced here too.
-            self.store.destroy(record.id)
+            self._destroy(record.id)
             return None
-        key_index = ids.index(record.id)
-        plain = self.keyring.keys[key_index].open(token, record.id, record.sealed)
-        credentials = self._unpack(plain)
-        if credentials is None:
-            return None
-        if key_index:
-            record = self._reseal(token, record, credentials, now)
-        elif now - record.accessed >= TOUCH_EVERY:
+        if index:
+            credentials = self._open(token, record)
+            if credentials is None:
+                self._tampered(record)
+                return None
+            return self._reseal(token, record, credentials, now)
+        if cache is not None:
+            cache.put(record, snapshot)
+        if now - record.accessed >= TOUCH_EVERY:
             self.store.touch(record.id, now)
-            record.accessed = now
-        return record, credentials
+            record = replace(record, accessed=now)
+            if cache is not None:
+                cache.touched(record.id, now)
+        return record
+
+    def credentials(self, token, record):
+        """Open the record's sealed upstream key (per request; never cached), or None."""
+        return self._open(token, record)
 
     def end(self, token):
         """Delete the session a token names; True when there was one."""
         if not looks_like_token(token):
             return False
-        return any(self.store.destroy(rid) for rid in self.keyring.record_ids(token))
+        return any([self._destroy(rid) for rid in self.keyring.record_ids(token)])
+
+    # -- a user's sessions ------------------------------------------------------------
+    def devices(self, username):
+        """The user's live sessions, newest first (authentic records only)."""
+        now = utcnow()
+        records = self.store.list_user(username, accessed_after=now - self.idle, expires_after=now)
+        return [r for r in records if self._authentic_any(r)]
+
+    def end_devices(self, username, keep_id=None, handle=None):
+        """End the user's sessions (all but ``keep_id``; only the one with ``handle``
+        when given); the upstream key tokens of the ones ended, to revoke upstream."""
+        taken = self.store.take(username, handle=handle, keep_id=keep_id)
+        tokens = []
+        for record in taken:
+            self._forget(record.id)
+            if record.key_ref and self._authentic_any(record):
+                key_token = self.keyring.open_ref(record.id, record.key_ref)
+                if key_token is not None:
+                    tokens.append(key_token)
+        return tokens
+
+    def stats(self):
+        """``{"active", "users", "by_hour": {0..23: n}}`` over live sessions, counted by the store."""
+        now = utcnow()
+        return self.store.stats(now - self.idle, now)
+
+    def ping(self):
+        """Raise ``StoreUnavailable`` unless the store answers."""
+        self.store.ping()
+
+    # -- internals --------------------------------------------------------------------
+    def _open(self, token, record):
+        unpacked = _unpack(self.keyring.open(token, record.id, record.sealed))
+        return unpacked[0] if unpacked is not None else None
+
+    def _authentic_any(self, record):
+        if not record.tag:
+            return not record.key_ref  # pre-tag records: shown, though nothing vouches for them
+        try:
+            message = record_message(record)
+        except TypeError:
+            return False
+        return any(key.check_record_tag(message, record.tag) for key in self.keyring.keys)
+
+    def _forget(self, record_id):
+        if self.cache is not None:
+            self.cache.forget(record_id)
+
+    def _destroy(self, record_id):
+        self._forget(record_id)
+        return self.store.destroy(record_id)
+
+    def _tampered(self, record):
+        self._destroy(record.id)
+        logs.security_event("session_tampered", sid=short_id(record.id))
+        metrics.security("session_tampered")
+
+    def _adopt(self, token, record, index, now):
+        """A record from before tags: check it, clamp what nothing vouched for, tag it."""
+        unpacked = _unpack(self.keyring.key_at(index).open(token, record.id, record.sealed))
+        if unpacked is None or unpacked[1]:
+            # Not ours, or a record written since tags exist with its tag stripped.
+            self._tampered(record)
+            return None
+        credentials = unpacked[0]
+        try:
+            if now >= record.expires or now - record.accessed >= self.idle:
+                self._destroy(record.id)
+                return None
+            clamped = replace(record, admin=False, created=min(record.created, now),
+                              expires=min(record.expires, now + self.max_age))
+            record_message(clamped)  # every field of the right type
+        except TypeError:
+            self._tampered(record)
+            return None
+        if index:
+            return self._reseal(token, clamped, credentials, now)
+        key = self.keyring.current
+        fresh = replace(clamped, accessed=now, sealed=key.seal(token, record.id, _pack(credentials)),
+                        key_ref=key.seal_ref(record.id, credentials.token))
+        fresh = replace(fresh, tag=key.record_tag(record_message(fresh)))
+        self._forget(record.id)
+        return fresh if self.store.update(fresh) else None
 
     def _reseal(self, token, record, credentials, now):
+        """Move a session made under a previous key to its current-key record.
+
+        Safe under any concurrency, on one instance or many: the first request
+        to insert the new id wins and deletes the old record; every other one
+        finds the id taken (``RecordExists``) and uses the winner's record. If
+        the old record vanished meanwhile (a sign-out), the new one is removed
+        too, so a sign-out racing a re-seal never leaves a live session.
+        """
         key = self.keyring.current
         new_id = key.record_id(token)
         fresh = replace(record, id=new_id, accessed=now,
-                        sealed=key.seal(token, new_id, self._pack(credentials)))
-        self.store.replace(record.id, fresh)
-        return fresh
-
-    @staticmethod
-    def _pack(credentials):
-        return json.dumps({"t": credentials.token, "p": credentials.password}).encode()
-
-    @staticmethod
-    def _unpack(plain):
-        if plain is None:
-            return None
+                        sealed=key.seal(token, new_id, _pack(credentials)),
+                        key_ref=key.seal_ref(new_id, credentials.token))
+        fresh = replace(fresh, tag=key.record_tag(record_message(fresh)))
         try:
-            data = json.loads(plain)
-            return Credentials(token=data["t"], password=data["p"])
-        except (ValueError, KeyError, TypeError):
+            self.store.create(fresh)
+        except RecordExists:
+            winner = self.store.load([new_id])
+            if winner is None or not winner.tag:
+                return None
+            try:
+                authentic = key.check_record_tag(record_message(winner), winner.tag)
+            except TypeError:
+                authentic = False
+            if not authentic:
+                self._tampered(winner)
+                return None
+            return winner
+        if not self._destroy(record.id):
+            self._destroy(new_id)  # the old session ended while we moved it: so does this one
             return None
+        return fresh

@@ -1,23 +1,33 @@
-"""The MongoDB session backend, through mongoengine.
+"""The MongoDB session backend.
 
-The document schema is a mongoengine ``Document``; the hot path (one load
-per request) goes to the raw collection with a projection, because
-mongoengine's query building and object construction cost more than the
-round trip itself. Reads go to the primary and writes wait for a majority,
-so a sign-out on one instance is seen by every other at once.
+The document schema is declared as a mongoengine ``Document`` (the
+project's schema language); every operation goes to the raw pymongo
+collection, because mongoengine's query building and object construction
+cost more than the round trip itself. Reads go to the primary; writes wait
+for a majority *and* the journal (``w=majority, j=true``), so a session
+ended here stays ended after a crash and is seen ended by every instance.
+
+``watch`` is the change feed the engine's per-instance cache listens to.
 """
 
-from datetime import timedelta
+import logging
 
 import mongoengine as me
 from pymongo import DESCENDING, ReadPreference, WriteConcern
-from pymongo.errors import OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
-from ..db import ALIAS, connect
+from ..db import ALIAS, StoreUnavailable, connect, database, guarded
 from ..db import guarded as call  # old name, kept until every caller moves to db.guarded
-from .store import SessionRecord, SessionStore
+from .store import RecordExists, SessionRecord, SessionStore
 
 __all__ = ["MongoSessionStore", "SessionDocument", "call", "connect"]
+
+log = logging.getLogger("socialos")
+
+# How long one wait for change events lasts: bounds how quickly ``stop`` is noticed.
+WATCH_AWAIT_MS = 250
+WATCH_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0)
+
 
 class SessionDocument(me.Document):
     """A session as stored: nothing here opens a cookie or an upstream key."""
@@ -33,26 +43,38 @@ class SessionDocument(me.Document):
     handle = me.StringField(default="")
     user_agent = me.StringField(default="")
     address = me.StringField(default="")
+    key_ref = me.BinaryField(default=b"")
+    tag = me.BinaryField(default=b"")
 
     # Indexes are made by MongoSessionStore.setup(): the idle TTL comes from settings.
     meta = {"collection": "sessions", "db_alias": ALIAS, "auto_create_index": False}
 
 
 _FIELDS = ("username", "name", "admin", "sealed", "created", "accessed", "expires",
-           "handle", "user_agent", "address")
+           "handle", "user_agent", "address", "key_ref", "tag")
+_DEFAULTS = {"name": "", "admin": False, "handle": "", "user_agent": "", "address": "",
+             "key_ref": b"", "tag": b""}
 
 
 def _record(doc):
-    return SessionRecord(id=doc["_id"], **{f: doc.get(f) for f in _FIELDS})
+    get = doc.get
+    return SessionRecord(doc["_id"], *(get(f, _DEFAULTS.get(f)) for f in _FIELDS))
+
+
+def _document(record):
+    """The stored form of a record (as ``SessionDocument(...).to_mongo()`` makes it)."""
+    return {"_id": record.id, **{f: getattr(record, f) for f in _FIELDS}}
 
 
 class MongoSessionStore(SessionStore):
-    """Sessions in the ``sessions`` collection of the connected database."""
+    """Sessions in one MongoDB collection (default: ``sessions`` of the connected database)."""
 
-    def __init__(self):
-        self.collection = SessionDocument._get_collection().with_options(
+    def __init__(self, collection=None):
+        if collection is None:
+            collection = database()["sessions"]
+        self.collection = collection.with_options(
             read_preference=ReadPreference.PRIMARY,
-            write_concern=WriteConcern(w="majority"),
+            write_concern=WriteConcern(w="majority", j=True),
         )
 
     def setup(self, idle_seconds):
@@ -70,46 +92,121 @@ class MongoSessionStore(SessionStore):
             if info.get("expireAfterSeconds") != idle_seconds:
                 c.database.command("collMod", c.name, index={
                     "name": "idle_ttl", "expireAfterSeconds": idle_seconds})
-        call(make)
+        guarded(make)
 
     def create(self, record):
-        doc = SessionDocument(id=record.id, **{f: getattr(record, f) for f in _FIELDS})
-        call(self.collection.insert_one, doc.to_mongo().to_dict())
+        try:
+            self.collection.insert_one(_document(record))
+        except DuplicateKeyError:
+            raise RecordExists(record.id) from None
+        except PyMongoError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
 
     def load(self, ids):
         query = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": list(ids)}}
-        doc = call(self.collection.find_one, query)
+        doc = guarded(self.collection.find_one, query)
         return _record(doc) if doc else None
 
-    def touch(self, record_id, accessed):
-        call(self.collection.update_one, {"_id": record_id}, {"$set": {"accessed": accessed}})
+    def update(self, record):
+        doc = _document(record)
+        del doc["_id"]
+        return guarded(self.collection.replace_one, {"_id": record.id}, doc).matched_count == 1
 
-    def replace(self, old_id, record):
-        self.create(record)
-        self.destroy(old_id)
+    def touch(self, record_id, accessed):
+        guarded(self.collection.update_one, {"_id": record_id}, {"$set": {"accessed": accessed}})
 
     def destroy(self, record_id):
-        return call(self.collection.delete_one, {"_id": record_id}).deleted_count == 1
+        return guarded(self.collection.delete_one, {"_id": record_id}).deleted_count == 1
 
-    def destroy_where(self, username, handle=None, keep_id=None):
+    def take(self, username, handle=None, keep_id=None):
         query = {"username": username}
         if handle is not None:
             query["handle"] = handle
         if keep_id is not None:
             query["_id"] = {"$ne": keep_id}
-        return call(self.collection.delete_many, query).deleted_count
+        found = [_record(d) for d in guarded(list, self.collection.find(query))]
+        if found:
+            guarded(self.collection.delete_many, {"_id": {"$in": [r.id for r in found]}, "username": username})
+        return found
 
-    def list_user(self, username):
-        cursor = self.collection.find({"username": username}).sort("created", DESCENDING).limit(50)
-        return [_record(d) for d in call(list, cursor)]
+    @staticmethod
+    def _live(accessed_after, expires_after):
+        query = {}
+        if accessed_after is not None:
+            query["accessed"] = {"$gt": accessed_after}
+        if expires_after is not None:
+            query["expires"] = {"$gt": expires_after}
+        return query
 
-    def stats(self, now, idle_seconds):
-        live = {"accessed": {"$gt": now - timedelta(seconds=idle_seconds)}, "expires": {"$gt": now}}
-        docs = call(list, self.collection.find(live, {"username": 1, "created": 1}))
+    def list_user(self, username, accessed_after=None, expires_after=None, limit=50):
+        query = {"username": username, **self._live(accessed_after, expires_after)}
+        cursor = self.collection.find(query).sort("created", DESCENDING).limit(limit)
+        return [_record(d) for d in guarded(list, cursor)]
+
+    def stats(self, accessed_after, expires_after):
+        # One aggregation: the database counts, nothing but 25 numbers comes back.
+        pipeline = [{"$match": self._live(accessed_after, expires_after)},
+                    {"$facet": {"hours": [{"$group": {"_id": {"$hour": "$created"}, "n": {"$sum": 1}}}],
+                                "users": [{"$group": {"_id": "$username"}}, {"$count": "n"}]}}]
+        result = guarded(list, self.collection.aggregate(pipeline))
+        facets = result[0] if result else {}
         by_hour = {h: 0 for h in range(24)}
-        for d in docs:
-            by_hour[d["created"].hour] += 1
-        return {"active": len(docs), "users": len({d["username"] for d in docs}), "by_hour": by_hour}
+        for row in facets.get("hours", []):
+            if isinstance(row.get("_id"), int) and 0 <= row["_id"] < 24:
+                by_hour[row["_id"]] = int(row["n"])
+        users = facets.get("users") or [{"n": 0}]
+        return {"active": sum(by_hour.values()), "users": int(users[0]["n"]), "by_hour": by_hour}
 
     def ping(self):
-        call(self.collection.database.command, "ping")
+        guarded(self.collection.database.command, "ping")
+
+    def watch(self, listener, stop):
+        """Follow the collection's change stream until ``stop`` is set.
+
+        After an error the stream is resumed from its last resume token (a
+        new one is opened when that history is gone); the listener is told
+        ``stream_down`` first and ``stream_up`` again only once the stream
+        is open, so nothing cached while it was down is trusted.
+        """
+        token, failures = None, 0
+        while not stop.is_set():
+            try:
+                with self.collection.watch(resume_after=token, max_await_time_ms=WATCH_AWAIT_MS) as stream:
+                    listener.stream_up()
+                    failures = 0
+                    while not stop.is_set() and stream.alive:
+                        change = stream.try_next()
+                        token = stream.resume_token or token
+                        if change is not None and not _dispatch(change, listener):
+                            token = None  # invalidated: history after this point can't be resumed
+                            break
+                listener.stream_down()
+            except PyMongoError as exc:
+                listener.stream_down()
+                if isinstance(exc, OperationFailure) and token is not None:
+                    token = None  # the resume point is gone (history lost): start a new stream
+                delay = WATCH_RETRY_SECONDS[min(failures, len(WATCH_RETRY_SECONDS) - 1)]
+                failures += 1
+                if failures == 1:
+                    log.warning("session change stream stopped (%s); reading every session through "
+                                "until it is back", type(exc).__name__)
+                stop.wait(delay)
+
+
+def _dispatch(change, listener):
+    """Tell the listener what one change event means; False when the stream is over."""
+    kind = change.get("operationType")
+    record_id = (change.get("documentKey") or {}).get("_id")
+    if kind == "update" and record_id is not None:
+        description = change.get("updateDescription") or {}
+        updated = description.get("updatedFields") or {}
+        if set(updated) == {"accessed"} and not description.get("removedFields"):
+            listener.touched(record_id, updated["accessed"])
+        else:
+            listener.forget(record_id)
+    elif kind in ("delete", "replace", "insert") and record_id is not None:
+        listener.forget(record_id)
+    else:  # drop, rename, dropDatabase, invalidate, or anything unknown: start over
+        listener.stream_down()
+        return False
+    return True

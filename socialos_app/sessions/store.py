@@ -1,71 +1,113 @@
-"""The small interface every session backend implements, and its record.
+"""The interface every session backend implements, and its record.
 
-A backend stores opaque records by id; it knows nothing of cookies, keys or
-timeouts beyond indexing them. ``engine.SessionEngine`` holds the policy.
+A backend stores opaque records by id; it knows nothing of cookies, keys,
+tags or timeouts beyond indexing and filtering by the bounds the engine
+passes in. ``engine.SessionEngine`` holds every rule. ``tests/test_store_contract.py``
+runs one suite of tests against every backend (MongoDB and in-memory).
 """
 
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..db import StoreUnavailable
 
-__all__ = ["SessionRecord", "SessionStore", "StoreUnavailable"]
+__all__ = ["RecordExists", "SessionRecord", "SessionStore", "StoreUnavailable"]
 
 
-@dataclass
+class RecordExists(Exception):
+    """``create`` found the id taken: another request made that record first."""
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
-    """One signed-in browser. ``sealed`` is the encrypted upstream API key."""
+    """One signed-in browser. Frozen: a change is a new record (``dataclasses.replace``).
+
+    ``sealed`` is the upstream API key, encrypted under a key that needs the
+    cookie's token; ``key_ref`` the upstream key's token alone, sealed under
+    a server-only key; ``tag`` authenticates every field but ``accessed``.
+    """
 
     id: str               # keyed hash of the cookie's token, never the token
     username: str
     name: str
     admin: bool
-    sealed: bytes
+    sealed: bytes = field(repr=False)
     created: datetime     # naive UTC, as MongoDB returns it
     accessed: datetime
     expires: datetime     # absolute end of life
     handle: str = ""      # short public id, to name a device in the owner's list
     user_agent: str = ""
     address: str = ""
+    key_ref: bytes = field(default=b"", repr=False)  # server-sealed upstream key token (empty in records made before it existed)
+    tag: bytes = field(default=b"", repr=False)      # HMAC over the rest (empty in records made before it existed)
 
 
-class SessionStore:
-    """Where sessions live. Every method may raise ``StoreUnavailable``."""
+class SessionStore(ABC):
+    """Where sessions live. Every method may raise ``StoreUnavailable``, and only
+    for a real failure of the backend (never for a missing or duplicate record)."""
 
+    @abstractmethod
     def setup(self, idle_seconds):
-        """Create indexes (idle expiry after ``idle_seconds``); idempotent."""
-        raise NotImplementedError
+        """Create what the backend needs (indexes; records idle for ``idle_seconds``
+        may be removed by the backend itself). Idempotent; a changed
+        ``idle_seconds`` takes effect."""
 
+    @abstractmethod
     def create(self, record):
-        raise NotImplementedError
+        """Store a new record, durably (it survives a crash once this returns).
+        Raise ``RecordExists`` if a record with its id is already stored."""
 
+    @abstractmethod
     def load(self, ids):
-        """The record whose id is one of ``ids`` (tried in one round trip), or None."""
-        raise NotImplementedError
+        """The stored record whose id is one of ``ids`` (one round trip), or None."""
 
+    @abstractmethod
+    def update(self, record):
+        """Replace every field of the stored record with ``record.id``; True if it
+        was there (False: nothing stored, nothing written)."""
+
+    @abstractmethod
     def touch(self, record_id, accessed):
-        raise NotImplementedError
+        """Set only ``accessed`` of one record (no error if it is gone)."""
 
-    def replace(self, old_id, record):
-        """Store ``record`` in place of ``old_id`` (re-sealing under a new key)."""
-        raise NotImplementedError
-
+    @abstractmethod
     def destroy(self, record_id):
-        """Delete one session; True when it existed."""
-        raise NotImplementedError
+        """Delete one record, durably; True when it existed."""
 
-    def destroy_where(self, username, handle=None, keep_id=None):
-        """Delete a user's sessions (one by handle, or all but ``keep_id``); the count."""
-        raise NotImplementedError
+    @abstractmethod
+    def take(self, username, handle=None, keep_id=None):
+        """Delete a user's records, durably (only the one with ``handle`` when
+        given; never ``keep_id``) and return the records deleted."""
 
-    def list_user(self, username):
-        """A user's live sessions, newest first."""
-        raise NotImplementedError
+    @abstractmethod
+    def list_user(self, username, accessed_after=None, expires_after=None, limit=50):
+        """A user's records, newest ``created`` first, at most ``limit``; only those
+        with ``accessed > accessed_after`` and ``expires > expires_after`` when given."""
 
-    def stats(self, now, idle_seconds):
-        """``{"active": N, "users": N, "by_hour": {0..23: N}}`` over live sessions."""
-        raise NotImplementedError
+    @abstractmethod
+    def stats(self, accessed_after, expires_after):
+        """Over records with ``accessed > accessed_after`` and ``expires > expires_after``:
+        ``{"active": N, "users": distinct usernames, "by_hour": {0..23: N by created hour}}``.
+        Computed by the backend without returning the records."""
 
+    @abstractmethod
     def ping(self):
-        """Raise ``StoreUnavailable`` unless the backend answers."""
+        """Return when the backend answers; raise ``StoreUnavailable`` otherwise."""
+
+    def watch(self, listener, stop):
+        """Optional change feed, run in the caller's thread until ``stop`` (an Event) is set.
+
+        Tells ``listener`` (``sessions.cache.SessionCache``): ``stream_up()``
+        once every later change is sure to be reported; ``stream_down()`` when
+        that stops being so; ``touched(id, accessed)`` when only ``accessed``
+        changed; ``forget(id)`` for any other change to a record. A backend
+        without a feed raises ``NotImplementedError``: the engine then reads
+        through on every request.
+        """
         raise NotImplementedError
+
+    # The names pages used before the engine owned these rules; kept until they move.
+    def destroy_where(self, username, handle=None, keep_id=None):
+        """Deprecated: ``SessionEngine.end_devices``. The number deleted."""
+        return len(self.take(username, handle=handle, keep_id=keep_id))
