@@ -1,8 +1,10 @@
 """Embedded mode: the local database and the sandboxes as child processes.
 
-An engine plugin, so CherryPy starts them before the app's services and
-stops them after the server on Ctrl-C or SIGTERM. Only ``make run`` (no
-MONGODB_URI) uses it; production never starts anything of the sandbox.
+``python app.py`` with no MONGODB_URI (``make run``) launches them before the
+HTTP server starts and the engine stops them after it on Ctrl-C or SIGTERM;
+production never starts anything of the sandbox. Every port is checked free
+before anything starts, and a child counts as up only when that very process
+listens on its port: the app never serves against someone else's database.
 """
 
 import os
@@ -10,36 +12,85 @@ from pathlib import Path
 
 from cherrypy.process.plugins import SimplePlugin
 
-from .sandbox.processes import Database, Sandbox
+from .sandbox.processes import Database, ProcessExited, Sandbox, port_taken
 
-__all__ = ["EmbeddedPlugin"]
+__all__ = ["EmbeddedPlugin", "EmbeddedFailed", "ports_in_use"]
+
+
+class EmbeddedFailed(RuntimeError):
+    """Embedded mode could not start; the message is one line for the operator."""
+
+
+def ports_in_use(settings):
+    """One line per port the app needs that it can't listen on, naming the setting."""
+    wanted = [("PORT", settings.host, settings.port)]
+    if settings.embedded:
+        wanted += [("SANDBOX_API_PORT", "127.0.0.1", settings.sandbox_api_port),
+                   ("SANDBOX_PUSHER_PORT", "127.0.0.1", settings.sandbox_pusher_port),
+                   ("EMBEDDED_DB_PORT", "127.0.0.1", settings.embedded_db_port)]
+    seen, problems = {}, []
+    for name, host, port in wanted:
+        if not port:
+            continue  # 0: the system picks one
+        if port in seen:
+            problems.append(f"{name}={port} is the same port as {seen[port]}")
+            continue
+        seen[port] = name
+        why = port_taken(host, port)
+        if why:
+            problems.append(f"{name}={port} on {host or '0.0.0.0'} is not available: {why}")
+    return problems
 
 
 class EmbeddedPlugin(SimplePlugin):
-    """Starts SecantusDB (data under DATA_DIR) and ``python -m socialos_app.sandbox`` on loopback."""
+    """SecantusDB (data under DATA_DIR) and ``python -m socialos_app.sandbox`` on loopback.
+
+    ``launch()`` is called by the entry point before the engine starts, so a
+    failure is one line and an exit status rather than a failed start
+    listener; ``stop`` is subscribed to the engine.
+    """
 
     def __init__(self, bus, settings):
         super().__init__(bus)
         self.settings = settings
         self.children = []
 
-    def start(self):
+    @property
+    def log_path(self):
+        return Path(self.settings.data_dir) / "embedded.log"
+
+    def launch(self):
+        """Start both children and wait until each listens on its own ports; EmbeddedFailed otherwise."""
         s = self.settings
         data = Path(s.data_dir)
-        (data / "db").mkdir(parents=True, exist_ok=True)
-        log = data / "embedded.log"
+        try:
+            (data / "db").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EmbeddedFailed(f"DATA_DIR={s.data_dir} can't be used: {exc.strerror or exc}") from None
         env = {**os.environ, "PUSHER_APP_ID": s.pusher_app_id, "PUSHER_KEY": s.pusher_key,
                "PUSHER_SECRET": s.pusher_secret}
-        try:
-            for child in (Database(s.embedded_db_port, data / "db", log_path=log),
-                          Sandbox(s.sandbox_api_port, s.sandbox_pusher_port, s.pusher_channel, env, log)):
-                self.children.append(child)
+        steps = [
+            (Database(s.embedded_db_port, data / "db", log_path=self.log_path, die_with_parent=True),
+             f"SecantusDB on 127.0.0.1:{s.embedded_db_port} (EMBEDDED_DB_PORT)"),
+            (Sandbox(s.sandbox_api_port, s.sandbox_pusher_port, s.pusher_channel, env, self.log_path,
+                     die_with_parent=True),
+             f"the sandboxes on 127.0.0.1:{s.sandbox_api_port} (SANDBOX_API_PORT) and "
+             f"{s.sandbox_pusher_port} (SANDBOX_PUSHER_PORT)"),
+        ]
+        for child, what in steps:
+            self.children.append(child)
+            try:
                 child.start()
-        except (RuntimeError, TimeoutError) as exc:
-            self.stop()
-            self.bus.log(f"embedded mode failed: {exc} (see {log})", level=40)
-            raise
-    start.priority = 10  # before the app's services plugin (60) makes its indexes
+            except ProcessExited as exc:
+                self.stop()
+                code = str(exc).split("\n", 1)[0]
+                raise EmbeddedFailed(f"{what} did not start: {code}; see {self.log_path}") from None
+            except TimeoutError:
+                self.stop()
+                raise EmbeddedFailed(f"{what} did not answer in time; see {self.log_path}") from None
+            except (RuntimeError, OSError) as exc:
+                self.stop()
+                raise EmbeddedFailed(f"{what} could not be started: {exc}") from None
 
     def stop(self):
         for child in reversed(self.children):

@@ -18,7 +18,7 @@ import ipaddress
 import os
 import re
 import secrets
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 

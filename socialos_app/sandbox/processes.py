@@ -5,6 +5,8 @@ mode (``socialos_app/embedded.py``), the tests and the benchmarks. Each
 child runs in its own process group with its output in a log file.
 """
 
+import ctypes
+import errno
 import os
 import shutil
 import signal
@@ -15,11 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["Proc", "ProcessExited", "Database", "Sandbox", "app_env", "free_port", "port_open",
-           "wait_for", "secantus_command"]
+from ..settings import DEMO_PUSHER
+
+__all__ = ["Proc", "ProcessExited", "Database", "Sandbox", "DEMO_PUSHER", "app_env", "free_port", "port_open",
+           "port_taken", "wait_for", "secantus_command"]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-DEMO_PUSHER = {"PUSHER_APP_ID": "demo", "PUSHER_KEY": "demo-key", "PUSHER_SECRET": "demo-secret"}
 
 
 def free_port():
@@ -33,6 +36,61 @@ def port_open(port):
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def port_taken(host, port):
+    """Why ``host:port`` can't be listened on ("in use", ...), or None when it can.
+
+    Binds as the servers will (SO_REUSEADDR), so a port in TIME_WAIT is free
+    and one with a listener, on any address, is not.
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "already in use"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"{host} is not an address of this machine"
+            return exc.strerror or str(exc)
+    return None
+
+
+def _listening_inodes(port):
+    """Socket inodes listening on ``port`` (Linux /proc/net), or None when unknown."""
+    found = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table) as f:
+                for line in list(f)[1:]:
+                    cols = line.split()
+                    if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        found.add(cols[9])
+    except (OSError, IndexError, ValueError):
+        return None
+    return found
+
+
+def _socket_inodes(pid):
+    try:
+        links = (os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd"))
+        return {link[8:-1] for link in links if link.startswith("socket:[")}
+    except OSError:
+        return None
+
+
+def _die_with_parent():
+    """In the child: SIGTERM when the process that started us dies (Linux), so no orphan keeps a port."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class ProcessExited(RuntimeError):
@@ -68,8 +126,9 @@ def secantus_command():
 class Proc:
     """A child process in its own process group, its output appended to ``log_path``."""
 
-    def __init__(self, name, args, env=None, log_path=None):
+    def __init__(self, name, args, env=None, log_path=None, die_with_parent=False):
         self.name, self.args, self.env = name, list(args), env
+        self.die_with_parent = die_with_parent
         self.log_path = Path(log_path) if log_path else Path(
             tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False).name)
         self.proc = None
@@ -77,8 +136,20 @@ class Proc:
     def start(self):
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+                                         stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_die_with_parent if self.die_with_parent else None)
         return self
+
+    def listens_on(self, port):
+        """True when this very process (not another one) listens on ``port``.
+
+        Where /proc can't tell, a live process and an open port have to do.
+        """
+        self.alive()
+        listening, mine = _listening_inodes(port), _socket_inodes(self.proc.pid)
+        if listening is None or mine is None:
+            return port_open(port)
+        return bool(listening & mine)
 
     def alive(self):
         """True while running; RuntimeError with the log's tail once it has exited."""
@@ -112,11 +183,12 @@ class Proc:
 class Database:
     """SecantusDB on loopback; ``stop()`` then ``start()`` keeps port and data."""
 
-    def __init__(self, port=None, path=None, test_commands=False, log_path=None):
+    def __init__(self, port=None, path=None, test_commands=False, log_path=None, die_with_parent=False):
         self.port = port or free_port()
         self.path = str(path or tempfile.mkdtemp(prefix="secantus-"))
         self.test_commands = test_commands
         self.log_path = log_path
+        self.die_with_parent = die_with_parent
         self.proc = None
 
     def uri_for(self, db):
@@ -127,8 +199,8 @@ class Database:
                 "--storage-path", self.path, "--log-level", "WARNING"]
         if self.test_commands:
             args.append("--enable-test-commands")
-        self.proc = Proc("secantusdb", args, log_path=self.log_path).start()
-        wait_for(lambda: self.proc.alive() and port_open(self.port), timeout, "SecantusDB")
+        self.proc = Proc("secantusdb", args, log_path=self.log_path, die_with_parent=self.die_with_parent).start()
+        wait_for(lambda: self.proc.listens_on(self.port), timeout, "SecantusDB")
         return self
 
     def stop(self):
@@ -145,12 +217,14 @@ class Sandbox:
 
     PUSHER = DEMO_PUSHER
 
-    def __init__(self, api_port=None, pusher_port=None, channel=None, env=None, log_path=None):
+    def __init__(self, api_port=None, pusher_port=None, channel=None, env=None, log_path=None,
+                 die_with_parent=False):
         self.api_port = api_port or free_port()
         self.pusher_port = pusher_port or free_port()
         self.channel = channel
         self.env = env
         self.log_path = log_path
+        self.die_with_parent = die_with_parent
         self.proc = None
 
     @property
@@ -175,8 +249,9 @@ class Sandbox:
                 "--api-port", str(self.api_port), "--pusher-port", str(self.pusher_port)]
         if self.channel:
             args += ["--channel", self.channel]
-        self.proc = Proc("sandbox", args, env=env, log_path=self.log_path).start()
-        wait_for(lambda: self.proc.alive() and port_open(self.api_port) and port_open(self.pusher_port),
+        self.proc = Proc("sandbox", args, env=env, log_path=self.log_path,
+                         die_with_parent=self.die_with_parent).start()
+        wait_for(lambda: self.proc.listens_on(self.api_port) and self.proc.listens_on(self.pusher_port),
                  timeout, "sandbox")
         return self
 
