@@ -19,7 +19,7 @@ from .render import plural, render
 from .sessions import StoreUnavailable
 from .tools import expire_cookie, set_cookie
 
-__all__ = ["NOTICES", "Root", "explain", "safe_next"]
+__all__ = ["NOTICES", "AdminPages", "Root", "explain", "safe_next"]
 
 MAX_QUERY = 200
 ADMIN_PAGE_SIZE = 20
@@ -61,11 +61,13 @@ def notice_text(code, n=None):
 
 def with_notice(path, code, n=None, **query):
     """``path`` with a notice code (and its count) in the query string."""
+    return _url(path, **query, notice=code, n=None if n is None else str(int(n)))
+
+
+def _url(path, **query):
+    """``path`` with the non-empty ``query`` values, URL-encoded."""
     params = {k: v for k, v in query.items() if v}
-    params["notice"] = code
-    if n is not None:
-        params["n"] = int(n)
-    return f"{path}?{urlencode(params)}"
+    return f"{path}?{urlencode(params)}" if params else path
 
 
 def safe_next(value, default="/dashboard"):
@@ -129,6 +131,7 @@ class Root:
     def __init__(self, services):
         self.services = services
         self.settings = services.settings
+        self.admin = AdminPages(services)
 
     # -- helpers -------------------------------------------------------------
     def _insecure_cookies(self):
@@ -248,19 +251,36 @@ class Root:
                       handle=handle, everywhere=everywhere)
 
     @cherrypy.expose
-    def admin(self, *path, q="", page="1", per="", username="", notice="", n=None, **_ignored):
-        """``/admin`` (users, sessions) and ``/admin/sessions`` (end a user's sessions)."""
-        request = cherrypy.serving.request
-        user = request.signed_in
-        if not user.admin:
-            raise cherrypy.HTTPError(403, "This page is for administrators.")
-        if path == ("sessions",):
-            return self._admin_sessions(user, _text(username, accounts.MAX_USERNAME))
-        if path:
-            raise cherrypy.NotFound()
-        if request.method not in ("GET", "HEAD"):
-            cherrypy.serving.response.headers["Allow"] = "GET, HEAD"
-            raise cherrypy.HTTPError(405, "This page only shows information.")
+    def healthz(self, **_ignored):
+        cherrypy.serving.response.headers["Content-Type"] = "application/json"
+        try:
+            self.services.engine.store.ping()
+        except StoreUnavailable:
+            cherrypy.serving.response.status = 503
+            cherrypy.serving.response.headers["Retry-After"] = "5"
+            return b'{"status": "unavailable", "database": "unreachable"}'
+        return b'{"status": "ok", "database": "ok"}'
+
+
+def _admin_only():
+    """The signed-in administrator; a 403 page for anyone else."""
+    user = cherrypy.serving.request.signed_in
+    if not user.admin:
+        raise cherrypy.HTTPError(403, "This page is for administrators.")
+    return user
+
+
+class AdminPages:
+    """``/admin`` and ``/admin/sessions``: administrators only."""
+
+    def __init__(self, services):
+        self.services = services
+
+    @cherrypy.expose
+    @cherrypy.tools.allow(methods=["GET"])
+    def index(self, q="", page="1", per="", notice="", n=None, **_ignored):
+        """Users (searched, a page at a time) and session statistics."""
+        _admin_only()
         problem, users = "", []
         try:
             users = _as_dict(self.services.socialos.admin().get("user")).get("users")
@@ -278,10 +298,9 @@ class Root:
         pages = max(1, -(-len(users) // size))
         number = min(_page_number(page), pages)
         shown = users[(number - 1) * size:number * size]
-        def page_url(k):
-            return "/admin?" + urlencode({k2: v for k2, v in (("q", query), ("per", per and size), ("page", k)) if v})
-        prev_url = page_url(number - 1) if number > 1 else ""
-        next_url = page_url(number + 1) if number < pages else ""
+        keep = {"q": query, "per": size if per else ""}
+        prev_url = _url("/admin", **keep, page=number - 1) if number > 1 else ""
+        next_url = _url("/admin", **keep, page=number + 1) if number < pages else ""
         stats = self.services.engine.stats()
         by_hour = {h: int(stats.get("by_hour", {}).get(h, 0)) for h in range(24)}
         peak = max(by_hour.values()) or 1
@@ -289,29 +308,19 @@ class Root:
                       page=number, pages=pages, page_size=size, per=per and size,
                       prev_url=prev_url, next_url=next_url, stats=stats,
                       by_hour=by_hour, peak=peak, problem=problem, notice=notice_text(notice, n),
-                      admin_user=self.settings.admin_user)
+                      admin_user=self.services.settings.admin_user)
 
-    def _admin_sessions(self, admin, username):
-        """Confirm (GET), then end (POST) every session of one user."""
+    @cherrypy.expose
+    @cherrypy.tools.allow(methods=["GET", "POST"])
+    def sessions(self, username="", **_ignored):
+        """Confirm (GET), then end (POST, with the form's CSRF token) every session of one user."""
+        admin = _admin_only()
         request = cherrypy.serving.request
+        username = _text(username, accounts.MAX_USERNAME)
         if not accounts.USERNAME.fullmatch(username):
             raise cherrypy.HTTPRedirect("/admin", 303)
         if request.method == "POST":
             ended = accounts.end_user(self.services, username, by=admin.username)
             raise cherrypy.HTTPRedirect(with_notice("/admin", "user-ended", ended, q=username), 303)
-        if request.method not in ("GET", "HEAD"):
-            cherrypy.serving.response.headers["Allow"] = "GET, HEAD, POST"
-            raise cherrypy.HTTPError(405, "Use the form on the page for this.")
         sessions = [_device_row(r, admin.record.id) for r in self.services.engine.devices(username)]
         return render("confirm_user.html", title="End sessions", username=username, sessions=sessions)
-
-    @cherrypy.expose
-    def healthz(self, **_ignored):
-        cherrypy.serving.response.headers["Content-Type"] = "application/json"
-        try:
-            self.services.engine.store.ping()
-        except StoreUnavailable:
-            cherrypy.serving.response.status = 503
-            cherrypy.serving.response.headers["Retry-After"] = "5"
-            return b'{"status": "unavailable", "database": "unreachable"}'
-        return b'{"status": "ok", "database": "ok"}'

@@ -5,16 +5,32 @@ records console errors and uncaught page errors; a CSP violation or a broken
 script shows up there, and any such error fails the test.
 """
 
+import base64
+import hashlib
 import os
 import shutil
+import subprocess
+import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.browser
 
+ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
+# Committed: the README shows these, made by the tests below.
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+PHONE, DESKTOP = {"width": 390, "height": 844}, {"width": 1280, "height": 800}
+
+# axe-core, pinned and integrity-checked (npm's sha512 of the tarball), fetched
+# once with `npm pack` into a cache outside the tree.
+AXE_VERSION = "4.14.1"
+AXE_INTEGRITY = "sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtuFooJpZe37OgudVGtQ=="
+AXE_CACHE = ROOT / "var" / "test-assets" / f"axe-core-{AXE_VERSION}.min.js"
+# Served to the browser as if it were one of our own scripts, so the strict CSP allows it.
+AXE_URL = "/static/__axe.min.js"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 TIMEOUT_MS = 10_000
@@ -32,6 +48,37 @@ def browser():
         chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         yield chromium
         chromium.close()
+
+
+def _integrity(data):
+    return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+
+
+def axe_source():
+    """axe.min.js at the pinned version, checked against its npm integrity; cached."""
+    if AXE_CACHE.exists():
+        return AXE_CACHE.read_text(encoding="utf-8")
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is needed once to fetch axe-core")
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([npm, "pack", f"axe-core@{AXE_VERSION}", "--silent"], cwd=tmp, check=True,
+                       capture_output=True, timeout=120)
+        tarball = Path(tmp) / f"axe-core-{AXE_VERSION}.tgz"
+        data = tarball.read_bytes()
+        assert _integrity(data) == AXE_INTEGRITY, "axe-core tarball does not match its pinned integrity"
+        with tarfile.open(tarball) as tar:
+            source = tar.extractfile("package/axe.min.js").read().decode("utf-8")
+    AXE_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    partial = AXE_CACHE.with_suffix(".tmp")
+    partial.write_text(source, encoding="utf-8")
+    partial.replace(AXE_CACHE)
+    return source
+
+
+@pytest.fixture(scope="module")
+def axe():
+    return axe_source()
 
 
 @pytest.fixture
@@ -185,31 +232,99 @@ def test_every_visible_field_has_a_label(page):
         assert not found["unlabelled"], f"fields without a label on {path}: {found['unlabelled']}"
 
 
-def test_admin_pages_render_without_errors_and_screenshots(page):
-    SCREENSHOTS.mkdir(exist_ok=True)
-    page.goto("/login")
-    page.screenshot(path=str(SCREENSHOTS / "login.png"), full_page=True)
+def layout_problems(pg):
+    """What spills sideways: the page's scroll width against the viewport, and
+    the header's "Sign out" button when it is off-screen."""
+    return pg.evaluate("""() => {
+        const width = window.innerWidth, problems = [];
+        const scroll = document.documentElement.scrollWidth;
+        if (scroll > width) problems.push(`page is ${scroll}px wide in a ${width}px viewport`);
+        const out = document.querySelector("header .signout button");
+        if (out) {
+            const box = out.getBoundingClientRect();
+            if (box.right > width || box.left < 0) problems.push(`Sign out is off-screen at x=${box.left}`);
+        }
+        return problems;
+    }""")
 
+
+def axe_violations(pg):
+    """axe-core's violations on the current page (WCAG 2.x A/AA and best practices)."""
+    pg.add_script_tag(url=AXE_URL)
+    return pg.evaluate("""async () => {
+        const result = await axe.run(document, {resultTypes: ["violations"]});
+        return result.violations.map(v => `${v.id}: ${v.help} -> ` +
+                                        v.nodes.map(n => n.target.join(" ")).join(", "));
+    }""")
+
+
+def test_every_page_fits_phone_and_desktop_and_axe_finds_nothing(browser, app, axe):
+    """Every page at 390 and 1280 px: no sideways scroll, and zero axe-core violations."""
+    context = browser.new_context(base_url=app.base, viewport=DESKTOP)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.route("**" + AXE_URL, lambda route: route.fulfill(
+        status=200, content_type="application/javascript", body=axe))
+    other = browser.new_context(base_url=app.base, user_agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64; "
+                                "rv:127.0) Gecko/20100101 Firefox/127.0")
+    pg = context.new_page()
+    problems = []
+    pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda exc: problems.append(str(exc)))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        sign_in(other.new_page(), "admin", "admin")  # a second device, so the devices table has two rows
+        pages = ["/login", "/login?reason=expired"]
+        found = {}
+        for path in pages:
+            for viewport in (PHONE, DESKTOP):
+                pg.set_viewport_size(viewport)
+                pg.goto(path)
+                found[(path, viewport["width"])] = layout_problems(pg) + axe_violations(pg)
+        pg.set_viewport_size(PHONE)
+        pg.goto("/login")
+        pg.screenshot(path=str(SCREENSHOTS / "sign-in-phone.png"), full_page=True)
+
+        sign_in(pg, "admin", "admin")
+        signed_in_pages = ["/dashboard?q=a", "/presence", "/admin", "/admin?q=ada", "/admin?per=5",
+                           "/devices?everywhere=1", "/admin/sessions?username=demo", "/no-such-page"]
+        for path in signed_in_pages:
+            for viewport in (PHONE, DESKTOP):
+                pg.set_viewport_size(viewport)
+                pg.goto(path)
+                found[(path, viewport["width"])] = layout_problems(pg) + axe_violations(pg)
+                if path == "/dashboard?q=a":
+                    name = "dashboard-phone" if viewport is PHONE else "dashboard"
+                    pg.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+                elif path in ("/presence", "/admin") and viewport is DESKTOP:
+                    pg.screenshot(path=str(SCREENSHOTS / f"{path[1:]}.png"), full_page=True)
+    finally:
+        context.close()
+        other.close()
+    bad = {f"{path} @ {width}px": p for (path, width), p in found.items() if p}
+    assert not bad, "\n".join(f"{where}: {p}" for where, p in bad.items())
+    assert not problems, problems
+    for name in ("sign-in-phone", "dashboard", "dashboard-phone", "presence", "admin"):
+        assert (SCREENSHOTS / f"{name}.png").stat().st_size > 1000
+
+
+def test_admin_page_lists_users_and_has_the_chart_as_a_table(page):
     sign_in(page, "admin", "admin")
-    page.goto("/dashboard?q=a")
-    page.locator("ul.results li").first.wait_for()
-    page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
-
-    page.click("nav >> text=Presence")
-    page.wait_for_url("**/presence")
-    page.screenshot(path=str(SCREENSHOTS / "presence.png"), full_page=True)
-
     page.click("nav >> text=Admin")
     page.wait_for_url("**/admin")
     assert page.locator("h1").inner_text() == "Admin"
+    assert page.locator("nav a[aria-current=page]").inner_text() == "Admin"
     assert page.locator("svg.chart rect").count() == 24
-    usernames = page.locator("table tbody tr td:first-child").all_inner_texts()
+    usernames = page.locator("table.users tbody th").all_inner_texts()
     assert {"demo", "admin", "ada"} <= set(usernames), usernames
     assert page.locator(".error").count() == 0
-    page.screenshot(path=str(SCREENSHOTS / "admin.png"), full_page=True)
+    # Screen readers get the chart's numbers as a table.
+    assert page.get_by_role("table", name="Active sessions by sign-in hour (UTC)").locator("tbody tr").count() == 24
 
-    for name in ("login", "dashboard", "presence", "admin"):
-        assert (SCREENSHOTS / f"{name}.png").stat().st_size > 1000
+    page.fill("#admin-q", "grace")
+    page.press("#admin-q", "Enter")
+    page.wait_for_url("**/admin?q=grace")
+    assert page.locator("table.users tbody th").all_inner_texts() == ["grace"]
+    assert "1 user matching" in page.inner_text("#users-count")
 
 
 def test_csp_blocks_injected_inline_script_and_is_reported(page):
@@ -294,3 +409,111 @@ def test_presence_updates_live_through_our_channel_authorization(browser, live_a
     finally:
         context.close()
     assert not problems, problems
+
+
+# -- feedback after every action ------------------------------------------------
+def notice(pg):
+    box = pg.locator("#notice")
+    box.wait_for()
+    return box.inner_text()
+
+
+def test_messages_after_ending_devices_and_signing_out(browser, app):
+    """Two browsers: each message is shown after its action, in both of them."""
+    mine = browser.new_context(base_url=app.base, viewport=PHONE)
+    theirs = browser.new_context(base_url=app.base, user_agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64; "
+                                 "rv:127.0) Gecko/20100101 Firefox/127.0")
+    try:
+        a, b = mine.new_page(), theirs.new_page()
+        sign_in(b, "carol", "carol")
+        sign_in(a, "carol", "carol")
+        assert a.locator("nav a[aria-current=page]").inner_text() == "Dashboard"
+        rows = a.locator("table.devices tbody tr")
+        assert rows.count() == 2
+        assert "Firefox on Windows" in a.inner_text("table.devices")
+        assert a.locator("tr.current").get_by_text("This device").is_visible()
+
+        # The row's button (its accessible name names the device) asks first.
+        a.get_by_role("button", name="Sign out device 2: Firefox on Windows").click()
+        a.wait_for_url("**/devices?handle=*")
+        assert a.locator("h1").inner_text() == "Sign out this device?"
+        a.get_by_role("button", name="Sign out that device").click()
+        a.wait_for_url("**/dashboard*")
+        assert notice(a) == "That device has been signed out."
+        assert "notice=" not in a.url  # dropped from the address: a reload doesn't repeat it
+        assert a.get_by_text("This is your only signed-in device.").is_visible()
+        assert a.get_by_role("button", name="Sign out everywhere else…").count() == 0
+
+        b.reload()
+        b.wait_for_url("**/login*")
+        assert "signed out from another device" in notice(b)
+
+        # Everywhere else: two other browsers, one confirmation, one count.
+        sign_in(b, "carol", "carol")
+        third = theirs.browser.new_context(base_url=app.base)
+        try:
+            sign_in(third.new_page(), "carol", "carol")
+        finally:
+            third.close()
+        a.reload()
+        a.get_by_role("button", name="Sign out everywhere else…").click()
+        a.wait_for_url("**/devices?everywhere=1")
+        assert a.locator("h1").inner_text() == "Sign out 2 other devices?"
+        a.get_by_role("button", name="Sign out 2 devices").click()
+        a.wait_for_url("**/dashboard*")
+        assert notice(a) == "Signed out 2 other devices. This is now your only signed-in device."
+
+        a.click("header button:has-text('Sign out')")
+        a.wait_for_url("**/login*")
+        assert notice(a) == "You have signed out."
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_sign_in_button_is_disabled_while_signing_in(page, sandbox):
+    page.goto("/login")
+    page.fill("#username", "demo")
+    page.fill("#password", "demo")
+    sandbox.fault(path_prefix="/api/key", delay=1.0, count=1)  # a slow upstream: time to look
+    page.click("form.stack button[type=submit]")
+    page.wait_for_function("""() => {
+        const b = document.querySelector("form.stack button[type=submit]");
+        return b.disabled && b.textContent === "Signing in…";
+    }""")
+    page.wait_for_url("**/dashboard")
+
+
+def test_skip_link_and_local_times(page):
+    sign_in(page)
+    page.keyboard.press("Tab")
+    skip = page.locator("a.skip")
+    assert page.evaluate("() => document.activeElement.className") == "skip"
+    assert skip.is_visible()
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => location.hash") == "#main"
+    # Scripts on: the sign-in time is shown in the browser's zone, the UTC text kept as a title.
+    stamp = page.locator("table.devices time[data-local]").first
+    assert "UTC" not in stamp.inner_text()
+    assert stamp.get_attribute("title").endswith("UTC")
+
+
+def test_everything_works_with_scripts_off(browser, app):
+    context = browser.new_context(base_url=app.base, java_script_enabled=False, viewport=PHONE)
+    context.set_default_timeout(TIMEOUT_MS)
+    other = browser.new_context(base_url=app.base)
+    try:
+        sign_in(other.new_page(), "dave", "dave")
+        pg = context.new_page()
+        sign_in(pg, "dave", "dave")
+        assert pg.locator("table.devices time[data-local]").first.inner_text().endswith("UTC")
+        pg.get_by_role("button", name="Sign out everywhere else…").click()
+        pg.get_by_role("button", name="Sign out 1 device").click()
+        pg.wait_for_url("**/dashboard?notice=*")
+        assert notice(pg) == "Signed out 1 other device. This is now your only signed-in device."
+        pg.click("header button:has-text('Sign out')")
+        pg.wait_for_url("**/login?notice=signed-out")
+        assert notice(pg) == "You have signed out."
+    finally:
+        context.close()
+        other.close()
