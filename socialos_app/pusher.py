@@ -46,7 +46,7 @@ MAX_BATCH = 10
 MAX_CHANNEL_NAME = 164
 
 # Explicit ASCII classes: \d and \w would also accept other scripts' digits and letters.
-_CHANNEL_RE = re.compile(r"\A[A-Za-z0-9_\-=@,.;]{1,%d}\Z" % MAX_CHANNEL_NAME)
+_CHANNEL_RE = re.compile(rf"\A[A-Za-z0-9_\-=@,.;]{{1,{MAX_CHANNEL_NAME}}}\Z")
 _SOCKET_ID_RE = re.compile(r"\A[0-9]{1,20}\.[0-9]{1,20}\Z")
 
 # Compact JSON: the bytes we hash are the bytes we send, with no stray spaces

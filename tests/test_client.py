@@ -1,5 +1,6 @@
 """The Social OS API client, over real sockets against the sandbox process."""
 
+import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -8,8 +9,7 @@ import pytest
 import requests
 
 from socialos_app.client import Client, SocialOS
-from socialos_app.errors import (Forbidden, NotFound, Unauthorized, Unimplemented, UpstreamError,
-                                 UpstreamUnavailable)
+from socialos_app.errors import Forbidden, NotFound, Unauthorized, Unimplemented, UpstreamError, UpstreamUnavailable
 from socialos_app.http import Transport
 from support import free_port
 
@@ -201,7 +201,7 @@ class _CookieSetter(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        body = ('{"cookie": "%s"}' % self.headers.get("Cookie", "")).encode()
+        body = json.dumps({"cookie": self.headers.get("Cookie", "")}).encode()
         self.send_response(200)
         self.send_header("Set-Cookie", "sid=for-whoever-called-first; Path=/")
         self.send_header("Content-Type", "application/json")

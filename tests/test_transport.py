@@ -1,0 +1,411 @@
+"""The one transport (socialos_app.http): failures read the same for every
+client, the pool is shared, and a stuck upstream is bounded by its bulkhead
+and failed fast by its circuit breaker.
+
+Every upstream here is a real server on a loopback socket: a listening
+socket nobody answers on, a closed port, or a tiny HTTP server whose
+behaviour the test switches. Waiting is done by polling with a deadline;
+the circuit breaker's clock is driven by hand.
+"""
+
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from socialos_app import metrics
+from socialos_app.client import Client, SocialOS
+from socialos_app.errors import UpstreamError, UpstreamUnavailable
+from socialos_app.http import DEFAULT_TIMEOUT, CircuitBreaker, Transport
+from socialos_app.pusher import Pusher
+from socialos_app.settings import Settings
+from support import free_port, wait_for
+
+FAST = (1.0, 0.3)  # (connect, read): a never-answering server costs 0.3 s a call
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+class Switchable(BaseHTTPRequestHandler):
+    """Answers per the server's ``mode``: "ok" (200 JSON), "hold" (wait for ``release``,
+    then 200), "silent" (never answer) or "error" (500 with an HTML page)."""
+
+    protocol_version = "HTTP/1.1"
+    wbufsize = -1  # one write per answer (flushed by the base class): no delayed-ACK stalls
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self):
+        srv = self.server
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        with srv.lock:
+            srv.requests += 1
+            srv.in_flight += 1
+        try:
+            mode = srv.mode
+            if mode == "silent":
+                srv.stopping.wait(30)
+                self.close_connection = True
+                return
+            if mode == "hold":
+                srv.release.wait(30)
+            if mode == "error":
+                self._send(500, "text/html", b"<html><body><h1>Down for maintenance</h1></body></html>")
+            else:
+                self._send(200, "application/json", b'{"ok": true}')
+        finally:
+            with srv.lock:
+                srv.in_flight -= 1
+
+    def _send(self, status, kind, body):
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_SEARCH = _answer
+
+
+class SwitchableServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Switchable)
+        self.mode = "ok"
+        self.lock = threading.Lock()
+        self.requests = self.in_flight = self.connections = 0
+        self.release = threading.Event()
+        self.stopping = threading.Event()
+
+    def process_request(self, request, client_address):
+        with self.lock:
+            self.connections += 1
+        super().process_request(request, client_address)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+@pytest.fixture
+def upstream():
+    server = SwitchableServer()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.stopping.set()
+    server.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def silent():
+    """A server that accepts connections (the kernel completes the handshake) and never answers."""
+    sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+def clients(base, transport, timeout=FAST):
+    """A Social OS client and a Pusher client, both on ``transport``, both aimed at ``base``."""
+    api = SocialOS(f"{base}/api", f"{base}/admin", "admin", "admin-pw", transport=transport, timeout=timeout)
+    pusher = Pusher("1", "key", "secret-value", base, transport=transport, timeout=timeout)
+    return api.user("demo", "key-pw"), pusher
+
+
+def unavailable(call):
+    """The UpstreamUnavailable ``call()`` raises, and how long it took."""
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailable) as caught:
+        call()
+    return caught.value, time.monotonic() - started
+
+
+# -- the same words for the same failure, whichever client --------------------------------
+def test_a_server_that_never_answers_reads_the_same_for_both_clients(silent):
+    user, pusher = clients(silent, Transport())
+    errors = [unavailable(lambda: user.get("user", "demo")),
+              unavailable(lambda: pusher.channels()),
+              unavailable(lambda: pusher.trigger("c", "e", "d"))]  # a POST as well as GETs
+    for error, elapsed in errors:
+        assert error.reason == "timeout"
+        assert error.message.startswith("did not answer in time")
+        assert elapsed < 1.5, elapsed  # one 0.3 s read timeout: not retried, never the connect timeout
+    assert len({error.message for error, _ in errors}) == 1  # word for word, host included
+    assert [e.service for e, _ in errors] == ["socialos", "pusher", "pusher"]
+    assert [e.label for e, _ in errors] == ["the Social OS API", "Pusher", "Pusher"]
+    assert str(errors[0][0]) != str(errors[1][0])  # each names who did not answer
+
+
+def test_a_refused_connection_could_not_be_reached_not_slow():
+    base = f"http://127.0.0.1:{free_port()}"
+    user, pusher = clients(base, Transport())
+    for call in (lambda: user.get("user", "demo"), lambda: pusher.channels(),
+                 lambda: pusher.trigger("c", "e", "d")):
+        error, elapsed = unavailable(call)
+        assert error.reason == "refused"
+        assert error.message.startswith("could not be reached")
+        assert "in time" not in error.message
+        assert elapsed < 1.0, elapsed  # refused at once, not waited out
+
+
+def test_a_read_timeout_is_not_retried(upstream):
+    upstream.mode = "silent"
+    user, _ = clients(upstream.url, Transport())
+    unavailable(lambda: user.get("user", "demo"))  # GET: retried on connect errors and 5xx only
+    assert upstream.requests == 1
+
+
+def test_a_failure_page_reads_the_same_for_both_clients(upstream):
+    upstream.mode = "error"
+    user, pusher = clients(upstream.url, Transport())
+    seen = []
+    for call in (lambda: user.post("thing"), lambda: pusher.trigger("c", "e", "d")):
+        with pytest.raises(UpstreamError) as caught:
+            call()
+        assert type(caught.value) is UpstreamError and caught.value.status == 500
+        seen.append(caught.value.message)
+    assert seen == ["Down for maintenance"] * 2  # the page's words, not its markup
+
+
+def test_secrets_stay_out_of_every_failure(silent):
+    user, pusher = clients(silent, Transport())
+    for call in (lambda: user.get("user", "demo"), lambda: pusher.channels()):
+        error, _ = unavailable(call)
+        assert error.__cause__ is None and error.__suppress_context__  # no chained URL or request
+        for text in (str(error), repr(error), error.message):
+            assert "key-pw" not in text and "secret-value" not in text and "auth_signature" not in text
+
+
+# -- one pool, built once, shared -----------------------------------------------------------
+def test_both_clients_share_one_pooled_connection(upstream):
+    transport = Transport()
+    user, pusher = clients(upstream.url, transport)
+    for _ in range(20):
+        user.get("user", "demo")
+        pusher.channels()
+    assert upstream.requests == 40
+    assert upstream.connections == 1
+
+
+def test_the_transport_is_built_from_the_settings_and_handed_to_both_clients():
+    settings = Settings(thread_pool=40, upstream_connect_timeout=1.5, upstream_read_timeout=4.0,
+                        api_url="http://127.0.0.1:9/api", admin_url="http://127.0.0.1:9/admin",
+                        pusher_app_id="1", pusher_key="k", pusher_secret="s", pusher_host="127.0.0.1")
+    transport = Transport.from_settings(settings)
+    assert transport.pool_size == 40 and transport.timeout == (1.5, 4.0)
+    assert transport.session.get_adapter("https://x/").poolmanager.connection_pool_kw["maxsize"] == 40
+    assert transport.max_in_flight == 20  # half the pool
+    api, pusher = SocialOS.from_settings(settings, transport), Pusher.from_settings(settings, transport)
+    assert api.transport is transport and pusher.transport is transport
+    assert api.user("u", "p").transport is transport and api.admin().transport is transport
+    assert api.timeout == pusher.timeout == (1.5, 4.0)
+    # Another size is another pool: never silently the first one's.
+    other = Transport(4)
+    assert other.session is not transport.session
+    assert other.session.get_adapter("https://x/").poolmanager.connection_pool_kw["maxsize"] == 4
+
+
+def test_one_default_timeout():
+    assert DEFAULT_TIMEOUT == (Settings().upstream_connect_timeout, Settings().upstream_read_timeout)
+    assert Transport().timeout == DEFAULT_TIMEOUT
+    assert Client("http://127.0.0.1:9", "u", "p").timeout == DEFAULT_TIMEOUT
+    assert Pusher("1", "k", "s", "http://127.0.0.1:9").timeout == DEFAULT_TIMEOUT
+    assert SocialOS("http://127.0.0.1:9/a", "http://127.0.0.1:9/b", "u", "p").timeout == DEFAULT_TIMEOUT
+
+
+def test_closing_the_transport_leaves_it_usable(upstream):
+    transport = Transport()
+    user, _ = clients(upstream.url, transport)
+    user.get("x")
+    transport.close()
+    assert user.get("x") == {"ok": True}
+    assert upstream.connections == 2  # closed means closed: the second call opened a new one
+
+
+# -- the circuit breaker --------------------------------------------------------------------
+def test_the_breaker_opens_fails_fast_and_closes_after_a_good_probe(upstream):
+    clock = FakeClock()
+    transport = Transport(failures_to_open=3, open_seconds=5, clock=clock)
+    dead = Client(f"http://127.0.0.1:{free_port()}/api", "demo", "pw", transport=transport, timeout=FAST)
+    for _ in range(3):
+        assert unavailable(lambda: dead.get("user"))[0].reason == "refused"
+    assert transport.breaker("socialos").state == "open"
+
+    # Open: every call fails at once, whatever the URL of that service, and sends nothing.
+    alive = Client(f"{upstream.url}/api", "demo", "pw", transport=transport, timeout=FAST)
+    error, elapsed = unavailable(lambda: alive.get("user"))
+    assert error.reason == "circuit_open" and elapsed < 0.1
+    assert "not been answering" in error.message and "in time" not in error.message
+    assert upstream.requests == 0
+    # Other services are not affected.
+    assert Pusher("1", "k", "s", upstream.url, transport=transport).channel_info("c") == {"ok": True}
+    assert upstream.requests == 1
+
+    clock.advance(4.9)
+    assert unavailable(lambda: alive.get("user"))[0].reason == "circuit_open"
+    clock.advance(0.1)  # open_seconds have passed: the next call is the probe
+    assert alive.get("user") == {"ok": True}
+    assert transport.breaker("socialos").state == "closed"
+    assert alive.get("user") == {"ok": True}
+    assert upstream.requests == 3
+
+
+def test_a_failed_probe_opens_the_breaker_again(upstream):
+    clock = FakeClock()
+    transport = Transport(failures_to_open=2, open_seconds=5, clock=clock)
+    client = Client(f"{upstream.url}/api", "demo", "pw", transport=transport, timeout=FAST)
+    upstream.mode = "silent"
+    for _ in range(2):
+        assert unavailable(lambda: client.get("user"))[0].reason == "timeout"
+    assert transport.breaker("socialos").state == "open"
+    clock.advance(5)
+    assert unavailable(lambda: client.get("user"))[0].reason == "timeout"  # the probe, timed out
+    assert transport.breaker("socialos").state == "open"
+    assert unavailable(lambda: client.get("user"))[0].reason == "circuit_open"
+    assert upstream.requests == 3
+
+
+def test_only_one_probe_goes_out_while_half_open(upstream):
+    clock = FakeClock()
+    transport = Transport(failures_to_open=1, open_seconds=5, clock=clock)
+    breaker = transport.breaker("socialos")
+    breaker.record(False)  # one no-answer opens a breaker with failures_to_open=1
+    assert breaker.state == "open"
+    clock.advance(5)
+    upstream.mode = "hold"
+    client = Client(f"{upstream.url}/api", "demo", "pw", transport=transport, timeout=(1, 5))
+    probe = threading.Thread(target=client.get, args=("user",))
+    probe.start()
+    wait_for(lambda: upstream.in_flight == 1, 5, "the probe")
+    assert breaker.state == "half_open"
+    assert unavailable(lambda: client.get("user"))[0].reason == "circuit_open"
+    upstream.release.set()
+    probe.join(5)
+    assert breaker.state == "closed" and upstream.requests == 1
+
+
+def test_answers_that_are_errors_never_open_the_breaker(upstream):
+    upstream.mode = "error"
+    transport = Transport(failures_to_open=2)
+    client = Client(f"{upstream.url}/api", "demo", "pw", transport=transport, timeout=FAST)
+    for _ in range(4):
+        with pytest.raises(UpstreamError) as caught:
+            client.post("user")
+        assert caught.value.status == 500  # it answered: it is there
+    assert transport.breaker("socialos").state == "closed"
+
+
+def test_breaker_state_machine_with_a_local_error_in_the_probe():
+    clock = FakeClock()
+    breaker = CircuitBreaker(failures_to_open=2, open_seconds=3, clock=clock)
+    breaker.record(False)
+    assert breaker.state == "closed" and breaker.allow()
+    breaker.record(True)  # an answer resets the count
+    breaker.record(False)
+    assert breaker.state == "closed"
+    breaker.record(False)
+    assert breaker.state == "open" and not breaker.allow()
+    clock.advance(3)
+    assert breaker.allow() and not breaker.allow()  # one probe
+    breaker.record(None)  # the probe never reached the wire: the next call may probe
+    assert breaker.allow()
+
+
+# -- the bulkhead -------------------------------------------------------------------------
+def test_the_bulkhead_bounds_calls_in_flight_per_service(upstream):
+    transport = Transport(max_in_flight=2)
+    user, pusher = clients(upstream.url, transport, timeout=(1, 10))
+    upstream.mode = "hold"
+    results = []
+    waiting = [threading.Thread(target=lambda: results.append(user.get("user"))) for _ in range(2)]
+    for thread in waiting:
+        thread.start()
+    wait_for(lambda: upstream.in_flight == 2, 5, "two calls in flight")
+    assert transport.bulkhead("socialos").in_flight == 2
+
+    error, elapsed = unavailable(lambda: user.get("user"))
+    assert error.reason == "busy" and elapsed < 0.1
+    assert upstream.requests == 2  # the third was never sent
+    # The other service has its own places.
+    other = threading.Thread(target=lambda: results.append(pusher.channel_info("c")))
+    other.start()
+    wait_for(lambda: upstream.in_flight == 3, 5, "pusher's call in flight")
+
+    upstream.release.set()
+    for thread in (*waiting, other):
+        thread.join(5)
+    assert results == [{"ok": True}] * 3
+    assert transport.state() == {"socialos": {"circuit": "closed", "in_flight": 0},
+                                 "pusher": {"circuit": "closed", "in_flight": 0}}
+    assert user.get("user") == {"ok": True}  # places given back
+    # Busy is not the upstream's fault: the breaker didn't count it.
+    assert transport.breaker("socialos").state == "closed"
+
+
+def test_waiting_on_a_stuck_upstream_takes_at_most_half_the_pool(silent):
+    """20 calls at once on a 10-thread pool's transport: 5 wait, 15 are refused at once."""
+    transport = Transport(10, failures_to_open=1000)
+    user, _ = clients(silent, transport, timeout=(1, 0.5))
+    reasons, lock = [], threading.Lock()
+
+    def call():
+        try:
+            user.get("user")
+        except UpstreamUnavailable as exc:
+            with lock:
+                reasons.append(exc.reason)
+
+    threads = [threading.Thread(target=call) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert sorted(reasons) == ["busy"] * 15 + ["timeout"] * 5
+
+
+# -- metrics --------------------------------------------------------------------------------
+@pytest.mark.skipif(not metrics.available, reason="prometheus_client not installed")
+def test_every_call_is_reported_by_service_and_outcome(upstream):
+    def count(service, outcome):
+        return metrics.REGISTRY.get_sample_value("socialos_upstream_requests_total",
+                                                 {"service": service, "outcome": outcome}) or 0.0
+
+    before = {k: count(*k) for k in [("socialos", "ok"), ("pusher", "ok"), ("socialos", "refused"),
+                                      ("socialos-admin", "UpstreamError")]}
+    transport = Transport()
+    user, pusher = clients(upstream.url, transport)
+    user.get("x")
+    pusher.channels()
+    unavailable(Client(f"http://127.0.0.1:{free_port()}", "u", "p", transport=transport).get)
+    upstream.mode = "error"
+    with pytest.raises(UpstreamError):
+        SocialOS(upstream.url, upstream.url, "a", "b", transport=transport).admin().post("x")
+    after = {k: count(*k) for k in before}
+    assert {k: after[k] - before[k] for k in before} == dict.fromkeys(before, 1.0)
+
+
+def test_plain_requests_sessions_can_be_given(upstream):
+    with requests.Session() as session:
+        transport = Transport(session=session)
+        assert transport.session is session
+        assert Client(upstream.url, "u", "p", transport=transport).get() == {"ok": True}
