@@ -33,7 +33,9 @@ GET_PAGES = frozenset({"/", "/dashboard", "/presence", "/admin", "/devices", "/a
 NOTICES = {
     "signed-out": "You have signed out.",
     "expired": "Your session expired. Please sign in again.",
-    "ended": "You were signed out from another device. Please sign in again if you still need to.",
+    # The session tool can't tell these two apart: the record is gone either way.
+    "ended": "This browser was signed out: its session was ended from another device, or it expired. "
+             "Please sign in again.",
     "device-ended": ("That device was already signed out.", "That device has been signed out."),
     "others-ended": ("There were no other devices to sign out.",
                      "Signed out {n}. This is now your only signed-in device."),

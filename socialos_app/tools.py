@@ -148,7 +148,8 @@ def resolve_session(engine, socialos, cookie_name, secure, required=True):
         elif token:
             expire_cookie(cookie_name, secure)  # stale or forged: drop it
     if request.signed_in is None and required and _found(request):
-        raise cherrypy.HTTPRedirect(login_url(_here()), 303)
+        # A cookie that no longer names a session: say so on the sign-in page.
+        raise cherrypy.HTTPRedirect(login_url(_here(), "ended" if token else None), 303)
 
 
 # -- upstream and database trouble → a clear answer -------------------------

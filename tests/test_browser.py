@@ -446,7 +446,7 @@ def test_messages_after_ending_devices_and_signing_out(browser, app):
 
         b.reload()
         b.wait_for_url("**/login*")
-        assert "signed out from another device" in notice(b)
+        assert "ended from another device" in notice(b)
 
         # Everywhere else: two other browsers, one confirmation, one count.
         sign_in(b, "carol", "carol")

@@ -105,7 +105,7 @@ def test_sign_out_says_so_and_a_made_up_notice_is_not_shown(app):
 
 
 @pytest.mark.parametrize("reason, words", [("expired", "Your session expired"),
-                                           ("ended", "signed out from another device")])
+                                           ("ended", "ended from another device")])
 def test_sign_in_page_says_why_a_session_ended(app, reason, words):
     page = requests.get(app.url(f"/login?reason={reason}"), timeout=10)
     assert words in notice_of(page.text)
