@@ -426,3 +426,55 @@ def test_a_legacy_record_with_a_seal_that_does_not_open_is_destroyed(sessions, e
                     "sealed": other_key.seal(token, rid, b'{"t": "x", "p": "y"}')})
     assert engine.resume(token) is None
     assert raw.find_one({"_id": rid}) is None
+
+
+# -- re-sealing after a rotation, under concurrency --------------------------------------
+def test_concurrent_reseals_on_two_engines_make_exactly_one_current_record(sessions, db):
+    store, _commands, raw = sessions
+    k1, k2 = secrets.token_bytes(32), secrets.token_bytes(32)
+    old = make_engine(store, key=k1)
+    tokens = [old.start("ann", "Ann", False, Credentials(f"key-{i}", f"pw-{i}"))[0] for i in range(6)]
+    # A second "instance": its own client and engine, the same database.
+    other_client = db.client()
+    other_store = MongoSessionStore(other_client[raw.database.name]["sessions"])
+    engines = [SessionEngine(s, Keyring(k2, [k1]), IDLE, MAX_AGE) for s in (store, other_store)]
+    barrier = threading.Barrier(24)
+    results, errors = [], []
+
+    def first_request(token, engine):
+        barrier.wait(10)
+        try:
+            record = engine.resume(token)
+            results.append((token, record, record and engine.credentials(token, record)))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted on below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_request, args=(t, engines[i % 2]))
+               for t in tokens for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    other_client.close()
+    assert errors == []
+    assert len(results) == 24 and all(r is not None for _, r, _ in results)
+    for token, record, creds in results:
+        assert record.id == ServerKey(k2).record_id(token)
+        assert creds == Credentials(f"key-{tokens.index(token)}", f"pw-{tokens.index(token)}")
+    for token in tokens:
+        assert raw.count_documents({"_id": ServerKey(k2).record_id(token)}) == 1
+        assert raw.count_documents({"_id": ServerKey(k1).record_id(token)}) == 0
+    assert raw.count_documents({}) == 6
+
+
+def test_a_sign_out_racing_a_reseal_leaves_no_live_session(sessions):
+    """The re-sealer finds the old record gone after inserting the new one: it removes it too."""
+    store, _commands, raw = sessions
+    k1, k2 = secrets.token_bytes(32), secrets.token_bytes(32)
+    token, old_record = make_engine(store, key=k1).start("ann", "Ann", False, CREDS)
+    engine = SessionEngine(store, Keyring(k2, [k1]), IDLE, MAX_AGE)
+    loaded = store.load([old_record.id])
+    raw.delete_one({"_id": old_record.id})             # the sign-out lands between load and re-seal
+    assert engine._reseal(token, loaded, CREDS, utcnow()) is None
+    assert raw.count_documents({}) == 0
+    assert engine.resume(token) is None
