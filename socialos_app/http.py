@@ -58,10 +58,25 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _TAG = re.compile(r"<[^>]*>")
 
 
+class _Retry(Retry):
+    """urllib3's Retry, except that a connect *timeout* is final, as a read timeout is.
+
+    Refused connections and 502/503/504 come back at once, so retrying them
+    is cheap; a connect timeout costs the whole connect timeout again each
+    time, and the page must answer within one timeout.
+    """
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if (isinstance(error, urllib3.exceptions.ConnectTimeoutError)
+                and not isinstance(error, urllib3.exceptions.NewConnectionError)):
+            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
 def _retry():
-    return Retry(
+    return _Retry(
         total=2,
-        connect=2,
+        connect=2,  # refused connections; a connect timeout is never retried (see _Retry)
         read=0,  # a read timeout is not retried: the page must answer within one timeout
         status=2,
         backoff_factor=0.1,

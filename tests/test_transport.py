@@ -168,6 +168,37 @@ def test_a_refused_connection_could_not_be_reached_not_slow():
         assert elapsed < 1.0, elapsed  # refused at once, not waited out
 
 
+@pytest.fixture
+def full_backlog():
+    """A server whose accept queue is full: the kernel drops new SYNs, so connecting times out."""
+    sock = socket.create_server(("127.0.0.1", 0), backlog=0)
+    address = sock.getsockname()
+    held = []
+    for _ in range(8):  # fill the queue until a connect no longer succeeds
+        probe = socket.socket()
+        probe.settimeout(0.2)
+        try:
+            probe.connect(address)
+        except OSError:
+            probe.close()
+            break
+        held.append(probe)
+    else:
+        pytest.skip("the kernel kept accepting: no way to make a connect timeout here")
+    yield f"http://127.0.0.1:{address[1]}"
+    for probe in held:
+        probe.close()
+    sock.close()
+
+
+def test_a_connect_timeout_is_a_timeout_and_not_retried(full_backlog):
+    user, pusher = clients(full_backlog, Transport(), timeout=(0.3, 1.0))
+    for call in (lambda: user.get("user"), lambda: pusher.channels()):  # GETs: idempotent, yet one try
+        error, elapsed = unavailable(call)
+        assert error.reason == "timeout" and error.message.startswith("did not answer in time")
+        assert elapsed < 0.6, elapsed  # three tries would take 0.9 s and more
+
+
 def test_a_read_timeout_is_not_retried(upstream):
     upstream.mode = "silent"
     user, _ = clients(upstream.url, Transport())
