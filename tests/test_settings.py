@@ -1,0 +1,238 @@
+"""Settings as an operator meets them: `--check-config`, `_FILE` secrets, every bad
+setting at once by its variable name, nothing written, and the exit statuses."""
+
+import os
+import secrets
+import subprocess
+
+import pytest
+
+from socialos_app import cli
+from socialos_app.settings import DEMO_PUSHER, SettingsError, load, mask_uri, report
+from support import PYTHON, ROOT
+
+SCRUB = ("MONGODB_", "SECURE_KEY", "SOCIALOS_", "PUSHER_", "SESSION_", "COOKIE_", "SANDBOX_",
+         "EMBEDDED_", "DATA_DIR", "HOST", "PORT", "LOG_", "UPSTREAM_", "TRUSTED_PROXY", "LOGIN_")
+DB_PASSWORD = "db-" + secrets.token_hex(8)
+SECRETS = {
+    "SECURE_KEY": secrets.token_hex(32),
+    "SOCIALOS_ADMIN_PASSWORD": "adm-" + secrets.token_hex(8),
+    "PUSHER_SECRET": "psh-" + secrets.token_hex(8),
+    "MONGODB_URI": f"mongodb://ops:{DB_PASSWORD}@127.0.0.1:1/prod",
+}
+
+
+def clean_env(**extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUB)}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def production(**overrides):
+    """A complete production environment; None removes a variable."""
+    env = clean_env(**SECRETS, SOCIALOS_API_URL="https://api.example.test/api",
+                    SOCIALOS_ADMIN_URL="https://api.example.test/admin", SOCIALOS_ADMIN_USER="ops",
+                    PUSHER_APP_ID="123", PUSHER_KEY="public-key")
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = str(value)
+    return env
+
+
+def run_app(env, *args, timeout=30):
+    return subprocess.run([PYTHON, "app.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def no_secret_in(text):
+    for value in SECRETS.values():
+        assert value not in text
+    assert DB_PASSWORD not in text
+
+
+# -- --check-config -------------------------------------------------------------------
+BAD = {
+    "HOST": "not a host!!",
+    "PUSHER_CHANNEL": "lobby",
+    "PUSHER_JS_URL": "cdn.example.com/pusher.js",
+    "SESSION_TTL": "soon",
+    "COOKIE_SECURE": "maybe",
+    "LOG_FORMAT": "xml",
+    "SECURE_KEY": secrets.token_hex(8),
+    "SOCIALOS_API_URL": None,
+    "PUSHER_SECRET": None,
+}
+
+
+def test_check_config_reports_every_bad_setting_at_once_by_variable_name():
+    result = run_app(production(**BAD), "--check-config")
+    assert result.returncode == cli.EXIT_BAD_SETTINGS == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == len(BAD), result.stderr
+    for name in BAD:
+        assert sum(f" {name} " in line for line in lines) == 1, (name, lines)
+    assert "not a host!!" in result.stderr and "'lobby'" in result.stderr  # says what was wrong
+    no_secret_in(result.stdout + result.stderr)
+
+
+def test_check_config_shows_values_sources_and_mode_with_secrets_masked(tmp_path):
+    key_file = tmp_path / "pusher_secret"
+    key_file.write_text(SECRETS["PUSHER_SECRET"] + "\n")
+    env = production(SESSION_TTL="1800", PUSHER_SECRET=None, PUSHER_SECRET_FILE=key_file)
+    result = run_app(env, "--check-config", "--port", "9123")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("=", 1)[0].strip(): line for line in result.stdout.splitlines() if " = " in line}
+    assert "embedded mode: off" in result.stdout
+    assert rows["SESSION_TTL"].endswith("= 1800  [env]")
+    assert rows["PORT"].endswith("= 9123  [flag]")
+    assert rows["HOST"].endswith("= 127.0.0.1  [conf: server.socket_host]")
+    assert rows["SESSION_MAX_AGE"].endswith("= 86400  [default]")
+    assert rows["PUSHER_SECRET"].endswith("= ****  [file: PUSHER_SECRET_FILE]")
+    assert rows["SECURE_KEY"].endswith("= ****  [env]")
+    assert rows["SOCIALOS_API_URL"].endswith("= https://api.example.test/api  [env]")
+    # The URI as given, its password alone masked.
+    assert rows["MONGODB_URI"].endswith("= mongodb://ops:****@127.0.0.1:1/prod  [env]")
+    no_secret_in(result.stdout + result.stderr)
+
+
+def test_check_config_in_embedded_mode_writes_nothing(tmp_path):
+    data = tmp_path / "data"
+    result = run_app(clean_env(DATA_DIR=data, HOST="0.0.0.0"), "--check-config")
+    assert result.returncode == 0, result.stderr
+    assert "embedded mode: on" in result.stdout
+    assert not data.exists(), "--check-config wrote under DATA_DIR"
+    rows = {line.split("=", 1)[0].strip(): line for line in result.stdout.splitlines() if " = " in line}
+    assert "(made at first start)" in rows["SECURE_KEY"] and "[embedded:" in rows["SECURE_KEY"]
+    assert rows["PUSHER_APP_ID"].endswith(f"= {DEMO_PUSHER['PUSHER_APP_ID']}  [embedded]")
+    assert rows["COOKIE_SECURE"].endswith("= False  [embedded]")  # plain http from a LAN address works
+
+
+@pytest.mark.parametrize("uri,words", [
+    ("http://localhost:27017/x", "Invalid URI scheme"),
+    ("mongodb://", "at least one hostname"),
+    ("mongodb://h:notaport/x", "Port"),
+    (f"mongodb://ops:{DB_PASSWORD}@h:notaport/x", "Port"),
+    (f"mongodb://ops:{DB_PASSWORD}%@h/db", "must be escaped"),
+    (f"mongodb://ops:{DB_PASSWORD}@h/db?tls=maybe", "tls"),
+], ids=["http", "no-host", "bad-port", "bad-port-with-password", "unescaped-password", "bad-option"])
+def test_mongodb_uri_is_checked_by_the_driver_and_named(uri, words):
+    with pytest.raises(SettingsError) as caught:
+        load(production(MONGODB_URI=uri))
+    problems = dict(caught.value.problems)
+    assert "MONGODB_URI" in problems and words in problems["MONGODB_URI"]
+    assert problems["MONGODB_URI"].startswith("MONGODB_URI ")
+    assert DB_PASSWORD not in str(caught.value)
+
+
+def test_mask_uri_hides_only_the_password():
+    assert mask_uri(f"mongodb://ops:{DB_PASSWORD}@h1:27017,h2/db?replicaSet=rs0") == \
+        "mongodb://ops:****@h1:27017,h2/db?replicaSet=rs0"
+    assert mask_uri("mongodb+srv://ops:p%40ss@cluster.example.net/db") == "mongodb+srv://ops:****@cluster.example.net/db"
+    assert mask_uri("mongodb://h/db") == "mongodb://h/db"
+    assert mask_uri("mongodb://onlyuser@h/db") == "mongodb://onlyuser@h/db"
+    shown = load(production()).masked()["mongodb_uri"]
+    assert shown == "mongodb://ops:****@127.0.0.1:1/prod" and shown != SECRETS["MONGODB_URI"]
+
+
+@pytest.mark.parametrize("name,value", [
+    ("HOST", "not a host!!"), ("HOST", "-bad-.example"), ("PUSHER_CHANNEL", "lobby"),
+    ("PUSHER_CHANNEL", "presence-bad channel"), ("PUSHER_CHANNEL", "private-lobby"),
+    ("PUSHER_JS_URL", "cdn.example.com/pusher.js"), ("PUSHER_JS_URL", "ftp://cdn.example.com/p.js"),
+    ("SOCIALOS_API_URL", "https://"), ("PUSHER_WS_HOST", "ws.example.com:notaport"),
+    ("SESSION_MAX_AGE", "120"),  # below SESSION_TTL
+])
+def test_unusable_values_are_refused_by_name(name, value):
+    with pytest.raises(SettingsError) as caught:
+        load(production(**{name: value}))
+    assert [n for n, _ in caught.value.problems] == [name]
+
+
+@pytest.mark.parametrize("name,value", [
+    ("HOST", "0.0.0.0"), ("HOST", "::"), ("HOST", "app.internal"), ("HOST", "localhost"),
+    ("PUSHER_CHANNEL", "presence-team_1"), ("PUSHER_JS_URL", "https://js.pusher.com/8.4.0/pusher.min.js"),
+    ("PUSHER_WS_HOST", "127.0.0.1:8082"),
+])
+def test_usable_values_pass(name, value):
+    load(production(**{name: value}))
+
+
+# -- _FILE secrets --------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["SECURE_KEY", "SOCIALOS_ADMIN_PASSWORD", "PUSHER_SECRET", "MONGODB_URI"])
+def test_each_secret_can_come_from_a_file_with_its_newline_stripped(tmp_path, name):
+    path = tmp_path / "secret"
+    path.write_text(SECRETS[name] + "\n")
+    s = load(production(**{name: None, f"{name}_FILE": path}))
+    field = {"SECURE_KEY": "secure_key", "SOCIALOS_ADMIN_PASSWORD": "admin_password",
+             "PUSHER_SECRET": "pusher_secret", "MONGODB_URI": "mongodb_uri"}[name]
+    expected = bytes.fromhex(SECRETS[name]) if name == "SECURE_KEY" else SECRETS[name]
+    assert getattr(s, field) == expected
+    assert s.origins[field] == (name, "file")
+
+
+@pytest.mark.parametrize("name", ["SECURE_KEY", "SOCIALOS_ADMIN_PASSWORD", "PUSHER_SECRET", "MONGODB_URI"])
+def test_a_secret_and_its_file_both_set_is_an_error(tmp_path, name):
+    path = tmp_path / "secret"
+    path.write_text(SECRETS[name])
+    with pytest.raises(SettingsError) as caught:
+        load(production(**{f"{name}_FILE": path}))
+    problems = dict(caught.value.problems)
+    assert f"{name} and {name}_FILE are both set" in problems[name]
+    assert SECRETS[name] not in str(caught.value)
+
+
+def test_a_missing_or_empty_secret_file_is_named(tmp_path):
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(SettingsError) as caught:
+        load(production(SECURE_KEY=None, SECURE_KEY_FILE=tmp_path / "nope",
+                        PUSHER_SECRET=None, PUSHER_SECRET_FILE=tmp_path / "empty"))
+    problems = dict(caught.value.problems)
+    assert "SECURE_KEY_FILE can't be read" in problems["SECURE_KEY"]
+    assert "PUSHER_SECRET_FILE names an empty file" in problems["PUSHER_SECRET"]
+
+
+def test_mongodb_uri_from_a_file_leaves_embedded_mode(tmp_path):
+    path = tmp_path / "uri"
+    path.write_text(SECRETS["MONGODB_URI"] + "\n")
+    s = load(production(MONGODB_URI=None, MONGODB_URI_FILE=path))
+    assert not s.embedded and s.database_uri == SECRETS["MONGODB_URI"]
+
+
+# -- one source of defaults, one demo app, cookies by mode ----------------------------------
+def test_defaults_come_from_the_settings_class_and_the_demo_app_is_numeric(tmp_path):
+    s = load(clean_env(DATA_DIR=tmp_path), make_key=False)
+    assert s.embedded and (s.port, s.session_ttl, s.pusher_channel) == (8080, 3600, "presence-lobby")
+    assert s.origins["session_ttl"] == ("SESSION_TTL", "default")
+    assert (s.pusher_app_id, s.pusher_key, s.pusher_secret) == tuple(DEMO_PUSHER.values())
+    assert s.pusher_app_id.isdigit()
+    assert not (tmp_path / "secure_key").exists()
+    assert any("SESSION_TTL" in line and "[default]" in line for line in report(s))
+
+
+def test_cookie_secure_is_off_in_embedded_mode_on_any_address_and_on_outside(tmp_path):
+    for host in ("127.0.0.1", "0.0.0.0", "::"):
+        s = load(clean_env(DATA_DIR=tmp_path, HOST=host), make_key=False)
+        assert s.embedded and not s.cookie_secure and s.cookie_name == "session", host
+    prod = load(production(HOST="0.0.0.0"))
+    assert prod.cookie_secure and prod.cookie_name == "__Host-session"
+    assert load(clean_env(DATA_DIR=tmp_path, COOKIE_SECURE="1"), make_key=False).cookie_secure
+
+
+# -- a failed start: one line, its own exit status ------------------------------------------
+def test_a_start_with_bad_settings_is_one_line_and_exit_2(tmp_path):
+    result = run_app(production(**BAD), "--port", "0")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("socialos-app: bad settings")
+    for name in BAD:
+        assert name in lines[0]
+    no_secret_in(result.stderr)
+
+
+def test_a_bad_flag_is_exit_2_naming_the_setting():
+    result = run_app(production(), "--port", "eighty")
+    assert result.returncode == 2
+    assert "PORT must be a whole number" in result.stderr and "Traceback" not in result.stderr
