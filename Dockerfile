@@ -1,33 +1,91 @@
-# socialos-app: the production image (external MongoDB; no embedded mode).
+# socialos-app images. The last stage, `production`, is what `docker build .` makes.
 #
-#   docker build -t socialos-app .
-#   docker run --rm -p 8080:8080 --env-file .env -e MONGODB_URI=... socialos-app
+#   docker build -t socialos-app .                         # production
+#   docker build --target dev -t socialos-app-dev .        # + the sandboxes, for the dev profile
 #
-# Two stages: the builder makes a virtualenv with the runtime dependencies only
-# (pinned by constraints.txt; none of the embedded/test/bench extras), the final
-# stage copies that venv and the app files onto a clean slim base and runs as an
-# unprivileged user. No apt packages are installed in either stage.
+# production: the runtime dependencies and the `metrics` extra (pinned by
+#   constraints.txt), the app without its sandboxes, as uid 10001, no embedded
+#   mode (no SecantusDB): it needs MONGODB_URI (or MONGODB_URI_FILE).
+# dev: the same plus socialos_app/sandbox, the `embedded` extra and the
+#   browser assets (pusher-js) fetched at build time.
+#
+# Dependencies are installed in a layer of their own, from pyproject.toml and
+# constraints.txt only, so a change to the code reuses it. No apt packages.
+# Base images are pinned by digest (the tag in the comment beside it).
 
-FROM python:3.11.17-slim-bookworm AS build
+# python:3.11.16-slim-bookworm
+FROM python:3.11.16-slim-bookworm@sha256:c425d915a89a6dcd3183b1797ad9bd8878caff5a417f6371c8df93c8ea8b727f AS deps
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-RUN python -m venv /opt/venv
-
-# Only what `pip install .` needs, so editing templates or static files does not
-# invalidate the dependency layer.
 COPY pyproject.toml constraints.txt ./
+# The project's runtime dependencies and its `metrics` extra, read from
+# pyproject.toml (one list, no copy to drift), installed under constraints.txt.
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(*p['dependencies'], *p['optional-dependencies']['metrics'], sep='\n')" > requirements.txt \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -r requirements.txt
+
+
+# The code, with what production leaves out removed before it is copied on.
+FROM deps AS code
+COPY app.py ./
+COPY conf/ conf/
 COPY socialos_app/ socialos_app/
-# The project itself is run from /app (it finds templates/ next to its package),
-# so the copy pip puts into site-packages is removed again: one copy, no shadowing.
-RUN /opt/venv/bin/pip install --no-cache-dir -c constraints.txt . \
-    && /opt/venv/bin/pip uninstall --yes socialos-app
+COPY templates/ templates/
+COPY static/ static/
+RUN rm -rf socialos_app/sandbox socialos_app/embedded.py
 
 
-FROM python:3.11.17-slim-bookworm
+# python:3.11.16-slim-bookworm
+FROM python:3.11.16-slim-bookworm@sha256:c425d915a89a6dcd3183b1797ad9bd8878caff5a417f6371c8df93c8ea8b727f AS dev
+
+RUN groupadd --system --gid 10001 socialos \
+    && useradd --system --uid 10001 --gid socialos --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin socialos
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOST=0.0.0.0 \
+    PORT=8080
+COPY --from=deps /opt/venv /opt/venv
+WORKDIR /app
+COPY --from=deps /src/pyproject.toml /src/constraints.txt /src/requirements.txt ./
+# The sandboxes' websocket library and embedded mode's database server.
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(*p['optional-dependencies']['embedded'], sep='\n')" > requirements-dev.txt \
+    && pip install --no-cache-dir -c constraints.txt -r requirements-dev.txt
+COPY app.py ./
+COPY conf/ conf/
+COPY socialos_app/ socialos_app/
+COPY templates/ templates/
+COPY static/ static/
+# pusher-js (pinned, integrity-checked) from the npm registry, served by the app.
+COPY scripts/fetch_assets.py scripts/
+RUN python scripts/fetch_assets.py
+USER 10001:10001
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request; url = 'http://127.0.0.1:%s/livez' % os.environ.get('PORT', '8080'); sys.exit(urllib.request.urlopen(url, timeout=4).status != 200)"]
+STOPSIGNAL SIGTERM
+CMD ["python", "app.py"]
+
+
+# python:3.11.16-slim-bookworm
+FROM python:3.11.16-slim-bookworm@sha256:c425d915a89a6dcd3183b1797ad9bd8878caff5a417f6371c8df93c8ea8b727f AS production
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="socialos-app" \
+      org.opencontainers.image.description="Reference CherryPy app: sign in through the Social OS API, stay signed in safely." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11.16-slim-bookworm" \
+      org.opencontainers.image.base.digest="sha256:c425d915a89a6dcd3183b1797ad9bd8878caff5a417f6371c8df93c8ea8b727f"
 
 # Numeric ids, so orchestrators can verify "runAsNonRoot" without /etc/passwd.
 RUN groupadd --system --gid 10001 socialos \
@@ -41,23 +99,25 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8080
 
-COPY --from=build /opt/venv /opt/venv
-
-# Code and config stay owned by root: the app user can read them, not change them.
+# Dependencies first (their own layer), then the code; both owned by root:
+# the app user can read them, not change them.
+COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
-COPY app.py ./
-COPY conf/ conf/
-COPY socialos_app/ socialos_app/
-COPY templates/ templates/
-COPY static/ static/
+COPY --from=code /src/app.py ./
+COPY --from=code /src/conf/ conf/
+COPY --from=code /src/socialos_app/ socialos_app/
+COPY --from=code /src/templates/ templates/
+COPY --from=code /src/static/ static/
 
 USER 10001:10001
 
 EXPOSE 8080
 
-# slim has no curl: ask /healthz with the standard library (a 503 raises -> exit 1).
+# Liveness: /livez does no I/O, so a database outage never marks the app
+# unhealthy (readiness, /readyz, is for the proxy). slim has no curl: ask with
+# the standard library (anything but a 200 raises or exits 1).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, sys, urllib.request; url = 'http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'); sys.exit(urllib.request.urlopen(url, timeout=4).status != 200)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; url = 'http://127.0.0.1:%s/livez' % os.environ.get('PORT', '8080'); sys.exit(urllib.request.urlopen(url, timeout=4).status != 200)"]
 
 # Exec form: python is PID 1 and receives SIGTERM itself; the app stops
 # CherryPy's engine gracefully on it (compose gives it stop_grace_period).

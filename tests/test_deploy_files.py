@@ -11,6 +11,8 @@ import ast
 import json
 import os
 import re
+import shutil
+import string
 import subprocess
 import sys
 import tomllib
@@ -152,6 +154,9 @@ def test_hadolint_flags_a_sloppy_dockerfile(tmp_path):
 
 # --- Dockerfile ---------------------------------------------------------------
 
+DIGEST = r"@sha256:[0-9a-f]{64}"
+
+
 def dockerfile_stages():
     """[[(INSTRUCTION, arguments), ...] per stage], continuation lines joined."""
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
@@ -173,23 +178,40 @@ def instructions(stage, name):
     return [args for instruction, args in stage if instruction == name]
 
 
-def test_dockerfile_bases_are_pinned_slim_python_311():
+def stage_named(name):
     for stage in dockerfile_stages():
-        image = instructions(stage, "FROM")[0].split()[0]
-        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", image), image
+        if instructions(stage, "FROM")[0].split()[-1] == name:
+            return stage
+    pytest.fail(f"no stage {name!r} in the Dockerfile")
 
 
-def test_dockerfile_final_stage_runs_as_non_root():
-    users = instructions(dockerfile_stages()[-1], "USER")
-    assert users, "the final stage has no USER"
-    user = users[-1].split(":")[0]
-    assert user not in ("root", "0"), users[-1]
+def test_dockerfile_bases_are_slim_python_311_pinned_by_digest_with_the_tag_beside():
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    names = set()
+    for i, line in enumerate(lines):
+        if not line.startswith("FROM "):
+            continue
+        image, _as, name = line.split()[1:4]
+        if image not in names:  # an external image, not an earlier stage
+            m = re.fullmatch(r"(python:3\.11\.\d+-slim-bookworm)" + DIGEST, image)
+            assert m, image
+            assert lines[i - 1] == f"# {m[1]}", f"the tag belongs in a comment above: {line}"
+        names.add(name)
 
 
-def test_dockerfile_final_stage_has_a_healthcheck_on_healthz():
-    checks = instructions(dockerfile_stages()[-1], "HEALTHCHECK")
-    assert checks and "NONE" not in checks[-1].upper()
-    assert "/healthz" in checks[-1] and "urllib" in checks[-1]
+def test_dockerfile_production_is_the_last_stage_and_runs_as_non_root():
+    final = dockerfile_stages()[-1]
+    assert instructions(final, "FROM")[0].endswith(" AS production")
+    for stage in (final, stage_named("dev")):
+        user = instructions(stage, "USER")[-1].split(":")[0]
+        assert user not in ("root", "0"), user
+
+
+def test_dockerfile_healthcheck_is_liveness():
+    for stage in (dockerfile_stages()[-1], stage_named("dev")):
+        check = instructions(stage, "HEALTHCHECK")[-1]
+        assert "/livez" in check and "urllib" in check, check
+        assert "/healthz" not in check and "/readyz" not in check
 
 
 def test_dockerfile_final_stage_exposes_8080_and_runs_exec_form():
@@ -209,20 +231,79 @@ def test_dockerfile_final_stage_environment():
         assert pair in env.split(), pair
 
 
-def test_dockerfile_installs_runtime_dependencies_only_under_constraints():
+def test_dockerfile_has_oci_labels():
+    labels = " ".join(instructions(dockerfile_stages()[-1], "LABEL"))
+    for key in ("title", "description", "version", "revision", "created", "base.name", "base.digest"):
+        assert f"org.opencontainers.image.{key}=" in labels, key
+    base = instructions(dockerfile_stages()[-1], "FROM")[0].split()[0]
+    assert f'base.digest="{base.split("@")[1]}"' in labels, "base.digest is not the FROM digest"
+
+
+def test_dockerfile_dependencies_are_a_layer_before_the_code():
+    deps = stage_named("deps")
+    copies = instructions(deps, "COPY")
+    assert copies == ["pyproject.toml constraints.txt ./"], copies
+    steps = [instruction for instruction, _ in deps]
+    assert steps.index("RUN") > steps.index("COPY"), "install after copying the dependency lists"
+    # The code arrives in later stages only.
+    for stage in (stage_named("dev"), dockerfile_stages()[-1]):
+        steps = [(i, a) for i, a in stage]
+        first_code = next(n for n, (i, a) in enumerate(steps) if i == "COPY" and "socialos_app" in a)
+        venv = next(n for n, (i, a) in enumerate(steps) if i == "COPY" and "/opt/venv" in a)
+        assert venv < first_code
+
+
+def pip_requirement_commands():
+    """The Python one-liners that write the requirements files pip installs."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    return re.findall(r'python -c "([^"]+)" > (\S+)', text)
+
+
+def test_dockerfile_installs_runtime_and_metrics_in_production_and_embedded_only_in_dev():
+    made = {}
+    for code, target in pip_requirement_commands():
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        made[target] = {canonical(Requirement(line).name) for line in done.stdout.split()}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {key: {canonical(Requirement(r).name) for r in reqs}
+             for key, reqs in [("runtime", project["dependencies"]), *project["optional-dependencies"].items()]}
+    assert made["requirements.txt"] == names["runtime"] | names["metrics"]
+    assert made["requirements-dev.txt"] == names["embedded"]
+    assert "secantusdb" not in made["requirements.txt"]
     runs = [args for stage in dockerfile_stages() for args in instructions(stage, "RUN")]
     installs = [r for r in runs if "pip install" in r]
-    assert installs, "no pip install"
+    assert len(installs) == 2
     for command in installs:
         assert "-c constraints.txt" in command and "--no-cache-dir" in command, command
-        assert "[" not in command, f"extras installed in the image: {command}"
+        assert re.search(r"pip install --no-cache-dir -c constraints.txt -r requirements(-dev)?\.txt$", command)
+    # Production's venv is the deps stage's: runtime + metrics only.
+    final_copies = instructions(dockerfile_stages()[-1], "COPY")
+    assert "--from=deps /opt/venv /opt/venv" in final_copies
 
 
-def test_dockerfile_copies_the_app_files_that_exist():
-    copies = " ".join(instructions(dockerfile_stages()[-1], "COPY"))
+def test_dockerfile_production_leaves_the_sandboxes_out():
+    code = stage_named("code")
+    assert "rm -rf socialos_app/sandbox socialos_app/embedded.py" in instructions(code, "RUN")
+    final_copies = instructions(dockerfile_stages()[-1], "COPY")
+    assert all(c.startswith("--from=") for c in final_copies), "production copies only from earlier stages"
+    assert "--from=code /src/socialos_app/ socialos_app/" in final_copies
     for path in ("app.py", "conf/", "socialos_app/", "templates/", "static/"):
-        assert path in copies.split(), path
+        assert path in " ".join(instructions(code, "COPY")).split(), path
         assert (ROOT / path).exists(), f"the Dockerfile copies {path}, which is missing"
+
+
+def test_dockerfile_dev_stage_has_the_sandboxes_and_fetches_browser_assets():
+    dev = stage_named("dev")
+    copies = " ".join(instructions(dev, "COPY")).split()
+    assert "socialos_app/" in copies and not any("--from=code" in c for c in instructions(dev, "COPY"))
+    assert "python scripts/fetch_assets.py" in instructions(dev, "RUN")
+
+
+def test_fetch_assets_script_is_there():
+    if not (ROOT / "scripts" / "fetch_assets.py").exists():
+        pytest.skip("scripts/fetch_assets.py (the presence engineer's asset script, "
+                    "run by the dev image's build) is not in the tree yet")
 
 
 # --- .dockerignore ------------------------------------------------------------
@@ -250,95 +331,279 @@ def test_dockerignore_keeps_local_state_and_secrets_out():
     for path in (".venv/bin/python", ".git/HEAD", "var/secure_key", "var/db/x", ".env",
                  ".env.local", "tests/screenshots/login.png", "bench/results.png",
                  "socialos_app/__pycache__/app.cpython-311.pyc", ".pytest_cache/v/x",
-                 ".hypothesis/examples/x"):
+                 ".hypothesis/examples/x", "deploy/secrets/secure_key", "deploy/secrets/mongodb_uri",
+                 "secrets/pusher_secret", "var/assets/pusher.min.js", "node_modules/x/index.js"):
         assert dockerignored(path, patterns), f"{path} would be sent to the build"
     for path in ("app.py", "conf/server.conf", "socialos_app/settings.py",
                  "socialos_app/sandbox/__main__.py", "templates/base.html", "static/style.css",
-                 "pyproject.toml", "constraints.txt"):
+                 "pyproject.toml", "constraints.txt", "scripts/fetch_assets.py"):
         assert not dockerignored(path, patterns), f"{path} is needed by the build but ignored"
 
 
-# --- docker-compose.yml -------------------------------------------------------
+# --- the nginx template -------------------------------------------------------
+
+TEMPLATE = ROOT / "deploy" / "nginx" / "default.conf.template"
+
+
+def test_nginx_template_uses_exactly_the_two_variables():
+    text = TEMPLATE.read_text()
+    placeholders = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", text))
+    assert placeholders == {"NGINX_PORT", "APP_UPSTREAM"}, placeholders
+    assert "$$" not in text, "string.Template (and the tests) would turn $$ into $"
+
+
+def test_nginx_template_renders_like_envsubst():
+    text = TEMPLATE.read_text()
+    values = {"NGINX_PORT": "8080", "APP_UPSTREAM": "app:8080"}
+    rendered = string.Template(text).safe_substitute(values)
+    assert "listen 8080 default_server;" in rendered and "server app:8080 " in rendered
+    assert not re.search(r"\$\{?[A-Z]", rendered.replace("${%s}", ""))
+    # nginx's own variables are left for nginx.
+    for var in ("$remote_addr", "$binary_remote_addr", "$scheme", "$http_host", "$request_id"):
+        assert var in rendered, var
+    # The same with the envsubst binary the image uses, when it is here.
+    if shutil.which("envsubst"):
+        done = subprocess.run(["envsubst", "${NGINX_PORT} ${APP_UPSTREAM}"], input=text, text=True,
+                              capture_output=True, env={"PATH": os.environ["PATH"], **values}, check=True)
+        assert done.stdout == rendered
+
+
+def test_nginx_template_overwrites_forwarded_headers_and_states_its_limits():
+    text = TEMPLATE.read_text()
+    directives = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    directives = [d for d in directives if d]
+    for line in ("proxy_set_header X-Forwarded-For   $remote_addr;", "proxy_set_header X-Forwarded-Proto $scheme;",
+                 "proxy_set_header X-Forwarded-Host  $http_host;", "server_tokens off;",
+                 "proxy_request_buffering on;", "proxy_buffering         on;"):
+        assert line in directives, line
+    assert not any("proxy_add_x_forwarded_for" in d for d in directives), "appending lets clients choose"
+    for name in ("client_header_timeout", "client_body_timeout", "limit_conn_zone", "limit_req_zone",
+                 "limit_conn ", "limit_req "):
+        assert any(d.startswith(name) for d in directives), name
+    # HSTS only through the map that is empty on plain http.
+    hsts = [d for d in directives if "Strict-Transport-Security" in d]
+    assert hsts == ["add_header Strict-Transport-Security $socialos_hsts always;"], hsts
+
+
+# --- docker-compose.yml and the scale example ---------------------------------
+
+def compose_secrets(path):
+    return load_yaml(path).get("secrets") or {}
+
+
+def mounted_secrets(service):
+    return {s if isinstance(s, str) else s["source"] for s in service.get("secrets") or []}
+
 
 @pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
 def test_compose_has_no_literal_secrets(path):
+    declared = compose_secrets(path)
+    for name, spec in declared.items():
+        assert set(spec) == {"file"}, f"secret {name}: a file, never a value in the compose file"
+        source = (path.parent / spec["file"]).resolve()
+        assert source.parent == ROOT / "deploy" / "secrets", f"secret {name} outside deploy/secrets"
+    ignore = (ROOT / "deploy" / "secrets" / ".gitignore").read_text().split()
+    assert ignore[ignore.index("*"):] == ["*", "!.gitignore", "!init.sh"], "deploy/secrets/ is kept out of git"
     for name, service in services(path).items():
         dev_only = service.get("profiles") == ["dev"]
         for key, value in environment(service).items():
-            if key == "MONGODB_URI":
+            if key in ("MONGODB_URI", "MONGODB_URI_FILE"):
                 assert not re.search(r"//[^/@]*:[^/@]*@", str(value)), f"{name}: credentials in {key}"
-            if not SECRET_NAME.search(key):
+            if key.endswith("_FILE"):
+                m = re.fullmatch(r"/run/secrets/([a-z_]+)", str(value))
+                assert m and m[1] in declared and m[1] in mounted_secrets(service), f"{name}: {key}={value}"
                 continue
-            if dev_only and SANDBOX_DEMO.get(key) == value:
+            if not (SECRET_NAME.search(key) or key == "MONGODB_URI"):
                 continue
+            if key == "MONGODB_URI" or (dev_only and SANDBOX_DEMO.get(key) == value):
+                continue
+            # Only an optional pass-through (rotation's SECURE_KEY_PREVIOUS) may come as a variable.
             m = REFERENCE.fullmatch(str(value))
-            assert m and m["name"] == key, f"{name}: {key} must be ${{{key}...}}, not a literal"
-            if key == "SECURE_KEY":
-                assert m["op"] == ":?", f"{name}: SECURE_KEY must be required (${{SECURE_KEY:?...}})"
-            elif m["op"] in (":-", "-"):
-                assert m["arg"] == "", f"{name}: {key} must have no default value"
-            else:
-                assert m["op"] in (None, ":?", "?"), f"{name}: {key}: {value}"
+            assert m and m["name"] == key and m["op"] == ":-" and m["arg"] == "", \
+                f"{name}: {key} must come from a secret file (or an empty-default ${{{key}:-}})"
+            assert f"{key}_FILE" not in environment(service), f"{name}: {key} and {key}_FILE both set"
     text = path.read_text()
-    assert not re.search(r"\b[0-9a-fA-F]{32,}\b", text), "something like a literal key"
+    assert not re.search(r"\b[0-9a-fA-F]{32,}\b", re.sub(r"sha256:[0-9a-f]{64}", "", text)), \
+        "something like a literal key"
 
 
-def test_compose_app_waits_for_a_healthy_mongo():
-    for path in COMPOSE_FILES:
-        app = services(path)["app"]
-        assert app["depends_on"]["mongo"]["condition"] == "service_healthy", path.name
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_images_are_pinned_by_digest_with_the_tag_in_a_comment(path):
+    for line in path.read_text().splitlines():
+        m = re.match(r"\s*image:\s*(\S+)(?:\s*#\s*(\S+))?", line)
+        if not m or m[1].startswith("socialos-app"):
+            continue
+        image, comment = m[1], m[2]
+        pinned = re.fullmatch(r"((?:nginx|mongo):[0-9][\w.-]*)" + DIGEST, image)
+        assert pinned, f"{path.name}: {image} is not pinned by digest"
+        assert comment == pinned[1], f"{path.name}: the tag {pinned[1]} belongs in a comment beside {image}"
 
 
-def test_compose_mongo_is_pinned_healthchecked_persistent_and_private():
-    compose = load_yaml(COMPOSE)
-    mongo = compose["services"]["mongo"]
-    assert re.fullmatch(r"mongo:\d+\.\d+", mongo["image"]), mongo["image"]
-    check = " ".join(mongo["healthcheck"]["test"])
-    assert "mongosh" in check and "ping" in check
-    volumes = [v.split(":") for v in mongo["volumes"]]
-    assert any(target == "/data/db" and source in compose["volumes"] for source, target, *_ in volumes)
-    assert "ports" not in mongo, "mongo must not be published to the host"
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_proxy_renders_the_one_template_in_front_of_an_unpublished_app(path):
+    all_services = services(path)
+    proxy, app = all_services["proxy"], all_services["app"]
+    mount = next(v for v in proxy["volumes"] if "nginx" in v).split(":")
+    assert (path.parent / mount[0]).resolve() == TEMPLATE
+    assert mount[1:] == ["/etc/nginx/templates/default.conf.template", "ro"]
+    env = environment(proxy)
+    assert env["APP_UPSTREAM"] == "app:8080"
+    assert re.fullmatch(r"\^\(NGINX_PORT\|APP_UPSTREAM\)\$?", env["NGINX_ENVSUBST_FILTER"])
+    assert [interpolate(p).split(":")[-1] for p in proxy["ports"]] == [env["NGINX_PORT"]]
+    assert proxy["depends_on"]["app"]["condition"] == "service_healthy"
+    assert "/readyz" in " ".join(proxy["healthcheck"]["test"]), "the proxy's check is readiness"
+    assert "ports" not in app, "only nginx is published: cheroot must never face the internet"
+    assert environment(app)["TRUSTED_PROXY"] == "1"
+    for name, service in all_services.items():
+        if service.get("profiles") is None and name != "proxy":
+            assert "ports" not in service, f"{name} is published; only the proxy may be"
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_mongo_is_an_authenticated_replica_set_initiated_by_its_health_check(path):
+    all_services = services(path)
+    mongo, app = all_services["mongo"], all_services["app"]
+    assert app["depends_on"]["mongo"]["condition"] == "service_healthy"
+    command = mongo["command"]
+    assert command[:3] == ["mongod", "--replSet", "rs0"]
+    assert command[command.index("--keyFile") + 1] == "/tmp/socialos/keyfile"
+    env = environment(mongo)
+    assert env["MONGO_INITDB_ROOT_USERNAME"] == "root"
+    assert env["MONGO_INITDB_ROOT_PASSWORD_FILE"] == "/run/secrets/mongo_root_password"
+    assert mounted_secrets(mongo) == {"mongo_root_password", "mongo_keyfile", "mongodb_uri"}
+    assert mongo["entrypoint"] == ["bash", "/etc/socialos/mongo/entrypoint.sh"]
+    mounts = {v.split(":")[1]: (path.parent / v.split(":")[0]).resolve() for v in mongo["volumes"]
+              if v.startswith(".")}
+    assert mounts["/etc/socialos/mongo"] == ROOT / "deploy" / "mongo"
+    assert mounts["/docker-entrypoint-initdb.d"] == ROOT / "deploy" / "mongo" / "initdb.d"
+    volumes = {v.split(":")[1]: v.split(":")[0] for v in mongo["volumes"] if not v.startswith(".")}
+    assert volumes["/data/db"] in load_yaml(path)["volumes"]
+    assert "ports" not in mongo
+    check = mongo["healthcheck"]["test"]
+    assert check[:2] == ["CMD", "mongosh"] and check[-1] == "/etc/socialos/mongo/healthcheck.js"
+    js = (ROOT / "deploy" / "mongo" / "healthcheck.js").read_text()
+    for part in ("/run/secrets/mongo_root_password", "rs.initiate(", "host: 'mongo:27017'", "isWritablePrimary"):
+        assert part in js, part
+    entry = (ROOT / "deploy" / "mongo" / "entrypoint.sh").read_text()
+    assert "/run/secrets/mongo_keyfile" in entry and "-m 400 -o mongodb" in entry
+    assert entry.rstrip().endswith('exec docker-entrypoint.sh "$@"')
+    # The app connects as its own user, from a secret.
+    assert environment(app)["MONGODB_URI_FILE"] == "/run/secrets/mongodb_uri"
+    assert "MONGODB_URI" not in environment(app)
+
+
+def run_secrets_init(tmp_path):
+    script = tmp_path / "init.sh"
+    script.write_text((ROOT / "deploy" / "secrets" / "init.sh").read_text())
+    done = subprocess.run(["sh", str(script)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def js_regex(source, name):
+    """A JavaScript regex literal from deploy/mongo, as a Python pattern (same syntax here)."""
+    m = re.search(rf"const {name} = /(.*)/;", source)
+    return re.compile(m[1].replace(r"\/", "/"))
+
+
+def test_secrets_init_makes_what_compose_reads_and_the_app_user_comes_from_the_uri(tmp_path):
+    out = run_secrets_init(tmp_path)
+    made = {p.name: p for p in tmp_path.iterdir() if p.name != "init.sh"}
+    assert set(made) == {"secure_key", "mongo_root_password", "mongo_keyfile", "mongodb_uri"}, out
+    for path in made.values():
+        assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
+    from socialos_app.settings import decode_key
+    assert len(decode_key(made["secure_key"].read_text().strip())) == 32
+    keyfile = made["mongo_keyfile"].read_text().strip()
+    assert 6 <= len(keyfile) <= 1024 and re.fullmatch(r"[A-Za-z0-9+/=]+", keyfile)
+    uri = made["mongodb_uri"].read_text().strip()
+    for part in ("@mongo:27017/socialos?", "replicaSet=rs0", "w=majority", "readPreference=primary"):
+        assert part in uri, part
+    # The init script reads the user, password and database out of that URI.
+    init = (ROOT / "deploy" / "mongo" / "initdb.d" / "10-app-user.js").read_text()
+    user, password, database = js_regex(init, "URI_SHAPE").match(uri).groups()
+    assert (user, database) == ("socialos", "socialos") and len(password) == 48
+    assert "roles: [{role: 'readWrite', db: dbName}]" in init
+    assert "print(" in init and "pwd" not in init.split("print(", 1)[1], "the password is never printed"
+    # A second run keeps every file as it is.
+    before = {name: path.read_text() for name, path in made.items()}
+    assert "kept" in run_secrets_init(tmp_path)
+    assert before == {name: path.read_text() for name, path in made.items()}
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_restart_rotation_limits_and_read_only(path):
+    for name, service in services(path).items():
+        dev_only = service.get("profiles") == ["dev"]
+        options = service["logging"]["options"]
+        assert service["logging"]["driver"] == "json-file" and options["max-size"] and options["max-file"], name
+        if dev_only:
+            assert service["restart"] == "no", f"{name}: a dev service should not come back by itself"
+            continue
+        limits = service["deploy"]["resources"]["limits"]
+        assert limits["cpus"] and limits["memory"], name
+        assert service["read_only"] is True, f"{name}: read_only"
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["cap_drop"] == ["ALL"], name
+        if name == "app":
+            assert service["restart"] == "on-failure:3", "a bad setting must not restart forever"
+        else:
+            assert service["restart"] == "unless-stopped", name
+
+
+def settings_read_by_code():
+    from socialos_app.settings import SECRETS, VARIABLES
+    names = {v.name for v in VARIABLES if "." not in v.name}
+    return names | {f"{name}_FILE" for name in SECRETS}
 
 
 def test_compose_app_service():
     app = services(COMPOSE)["app"]
     assert "profiles" not in app, "`docker compose up` must start the app"
-    assert app["build"] == "."
-    assert app["restart"] == "unless-stopped"
+    assert app["build"] == {"context": ".", "target": "production"}
     assert app["stop_grace_period"] == "10s"
-    assert [interpolate(p) for p in app["ports"]] == ["8080:8080"]
     env = environment(app)
-    assert env["MONGODB_URI"] == "mongodb://mongo:27017/socialos"
-    missing = settings_read_by_code() - NOT_FOR_COMPOSE - set(env)
+    for name in ("SECURE_KEY", "SOCIALOS_ADMIN_PASSWORD", "PUSHER_SECRET", "MONGODB_URI"):
+        assert env[f"{name}_FILE"] == f"/run/secrets/{name.lower()}" and name not in env, name
+    passed = set(env) | {name[:-5] for name in env if name.endswith("_FILE")}
+    missing = settings_read_by_code() - NOT_FOR_COMPOSE - {"SECURE_KEY_PREVIOUS_FILE"} - passed
+    missing = {name for name in missing if not (name.endswith("_FILE") and name[:-5] in env)}
     assert not missing, f"settings the app reads that docker-compose.yml never passes: {sorted(missing)}"
-    for name in ("SOCIALOS_API_URL", "SOCIALOS_ADMIN_URL", "SOCIALOS_ADMIN_USER",
-                 "SOCIALOS_ADMIN_PASSWORD", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET"):
+    for name in ("SOCIALOS_API_URL", "SOCIALOS_ADMIN_URL", "SOCIALOS_ADMIN_USER", "PUSHER_APP_ID", "PUSHER_KEY"):
         m = REFERENCE.fullmatch(str(env.get(name)))
         assert m and m["name"] == name, f"app: {name} must come from the environment/.env"
 
 
 def test_compose_dev_profile_is_a_complete_local_stack():
     all_services = services(COMPOSE)
-    sandbox, dev = all_services["sandbox"], all_services["app-dev"]
-    assert sandbox["profiles"] == ["dev"] and dev["profiles"] == ["dev"]
+    sandbox, dev, mongo_dev = all_services["sandbox"], all_services["app-dev"], all_services["mongo-dev"]
+    for service in (sandbox, dev, mongo_dev):
+        assert service["profiles"] == ["dev"]
+    assert sandbox["build"]["target"] == dev["build"]["target"] == "dev"
     assert sandbox["command"] == ["python", "-m", "socialos_app.sandbox", "--host", "0.0.0.0",
-                                  "--api-port", "8081", "--pusher-port", "8082"]
-    assert "healthcheck" in sandbox, "the image's /healthz check does not fit the sandbox"
-    assert dev["depends_on"]["mongo"]["condition"] == "service_healthy"
+                                  "--api-port", "8081", "--pusher-port", "8082",
+                                  "--webhook-url", "http://app-dev:8080/pusher/webhook"]
+    assert "healthcheck" in sandbox, "the image's /livez check does not fit the sandbox"
+    assert dev["depends_on"]["mongo-dev"]["condition"] == "service_healthy"
     assert dev["depends_on"]["sandbox"]["condition"] == "service_healthy"
+    assert "rs.initiate" in " ".join(mongo_dev["healthcheck"]["test"])
     env = environment(dev)
     expected = {
         "SOCIALOS_API_URL": "http://sandbox:8081/api", "SOCIALOS_ADMIN_URL": "http://sandbox:8081/admin",
         "SOCIALOS_ADMIN_USER": "admin", "SOCIALOS_ADMIN_PASSWORD": "admin",
         "PUSHER_HOST": "sandbox", "PUSHER_PORT": "8082", "PUSHER_SCHEME": "http",
-        "PUSHER_APP_ID": "demo", "PUSHER_KEY": "demo-key", "PUSHER_SECRET": "demo-secret",
-        "COOKIE_SECURE": "0",
+        "PUSHER_APP_ID": "100001", "PUSHER_KEY": "demo-key", "PUSHER_SECRET": "demo-secret",
+        "COOKIE_SECURE": "0", "MONGODB_URI": "mongodb://mongo-dev:27017/socialos_dev?replicaSet=rs0",
+        "SECURE_KEY_FILE": "/run/secrets/secure_key",
     }
     assert {k: str(env.get(k)) for k in expected} == expected
-    assert env["MONGODB_URI"].startswith("mongodb://mongo:27017/")
-    # Nothing from outside is required: only SECURE_KEY (made locally) is `:?`.
-    required = {m["name"] for m in references(COMPOSE) if m["op"] in (":?", "?")}
-    assert required == {"SECURE_KEY"}, required
+    assert interpolate(env["PUSHER_WS_HOST"]) == "localhost:8082", "the browser reaches the sandbox on the host"
+    # The sandbox's Pusher app is the one app-dev signs for.
+    sandbox_env = environment(sandbox)
+    assert {k: sandbox_env[k] for k in ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET")} == \
+        {k: env[k] for k in ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET")}
+    # Nothing from outside is required by interpolation.
+    assert not [m["name"] for m in references(COMPOSE) if m["op"] in (":?", "?")]
 
 
 def test_compose_dev_profile_publishes_no_host_port_twice():
@@ -350,47 +615,30 @@ def test_compose_dev_profile_publishes_no_host_port_twice():
         for port in host_ports(service):
             assert port not in seen, f"{name} and {seen[port]} both publish {port}"
             seen[port] = name
-    assert seen.get("8080") == "app"
+    assert seen.get("8080") == "proxy"
+    sandbox_ports = services(COMPOSE)["sandbox"]["ports"]
+    assert all(interpolate(p).startswith("127.0.0.1:") for p in sandbox_ports), "sandbox on loopback only"
 
 
-def test_scale_example_is_a_replica_set_behind_nginx():
-    all_services = services(SCALE)
-    app, mongo, proxy = all_services["app"], all_services["mongo"], all_services["proxy"]
-    assert "ports" not in app, "replicas cannot all publish a host port"
+def test_scale_example_runs_replicas():
+    app = services(SCALE)["app"]
     assert int(interpolate(app["deploy"]["replicas"])) >= 2
-    uri = environment(app)["MONGODB_URI"]
-    for part in ("replicaSet=rs0", "w=majority", "readPreference=primary"):
-        assert part in uri, part
-    assert mongo["command"][:2] == ["--replSet", "rs0"]
-    assert "rs.initiate" in " ".join(mongo["healthcheck"]["test"])
-    assert re.fullmatch(r"nginx:\d+\.\d+-alpine", proxy["image"]), proxy["image"]
-    assert proxy["depends_on"]["app"]["condition"] == "service_healthy"
-    mount = next(v for v in proxy["volumes"] if "nginx" in v).split(":")
-    assert (SCALE.parent / mount[0]).resolve() == ROOT / "deploy" / "nginx.conf"
-    conf = (ROOT / "deploy" / "nginx.conf").read_text()
-    upstream = re.search(r"upstream\s+(\w+)\s*\{([^}]*)\}", conf)
-    assert upstream and re.search(r"server\s+app:8080\b", upstream[2])
-    assert f"proxy_pass http://{upstream[1]};" in conf
+    assert app["build"] == {"context": "..", "target": "production"}
     # The same settings reach the app as in docker-compose.yml.
     base_env = set(environment(services(COMPOSE)["app"]))
     assert base_env <= set(environment(app)), base_env - set(environment(app))
+    assert mounted_secrets(app) == mounted_secrets(services(COMPOSE)["app"])
 
 
-# --- .env.example -------------------------------------------------------------
+# --- .env.example and the README ----------------------------------------------
 
 def env_example():
     pairs = {}
     for line in (ROOT / ".env.example").read_text().splitlines():
-        m = re.fullmatch(r"([A-Z][A-Z0-9_]*)=(.*)", line.strip())
+        m = re.fullmatch(r"#?\s*([A-Z][A-Z0-9_]*)=(.*)", line.strip())
         if m:
             pairs[m[1]] = m[2]
     return pairs
-
-
-def settings_read_by_code():
-    source = (ROOT / "socialos_app" / "settings.py").read_text()
-    return set(re.findall(r"""\bget\(\s*["']([A-Z][A-Z0-9_]+)["']""", source)) | \
-        set(re.findall(r"""_int\(\s*["']([A-Z][A-Z0-9_]+)["']""", source))
 
 
 def test_env_example_names_every_setting():
@@ -402,12 +650,32 @@ def test_env_example_names_every_setting():
         assert not missing, f".env.example lacks {sorted(missing)} (used by {source})"
 
 
-def test_env_example_holds_no_secret_values():
-    for name, value in env_example().items():
-        if SECRET_NAME.search(name):
+def test_env_example_holds_no_secret_values_and_shows_both_ways():
+    from socialos_app.settings import SECRETS
+    pairs = env_example()
+    for name, value in pairs.items():
+        if SECRET_NAME.search(name) or name.startswith("MONGODB_URI"):
             assert value == "", f".env.example gives a value for {name}"
+    for name in SECRETS:
+        assert name in pairs and f"{name}_FILE" in pairs, f"{name}: show the variable and its _FILE"
     text = (ROOT / ".env.example").read_text()
     assert 'python -c "import secrets; print(secrets.token_hex(32))"' in text
+
+
+def readme_section(title):
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_readme_deploy_says_cheroot_stays_behind_nginx_and_shows_both_secret_ways():
+    deploy = readme_section("Deploy")
+    assert "must never face the internet" in deploy
+    for word in ("SECURE_KEY_FILE", "deploy/secrets/init.sh", "/livez", "/readyz", "on-failure:3",
+                 "deploy/nginx/default.conf.template"):
+        assert word in deploy, word
+    assert re.search(r"SECURE_KEY=", deploy), "the plain variable way, too"
 
 
 # --- dependencies -------------------------------------------------------------
@@ -469,9 +737,9 @@ def test_runtime_dependency_tree_is_pinned_in_constraints():
                 todo.append(child)
 
 
-def runtime_closure():
-    """Canonical names of the distributions `pip install .` brings in."""
-    todo, seen = list(runtime_requirements()), set()
+def closure(requirements):
+    """Canonical names of the distributions these requirements bring in."""
+    todo, seen = list(requirements), set()
     while todo:
         req = todo.pop()
         name = canonical(req.name)
@@ -487,28 +755,34 @@ def runtime_closure():
     return seen
 
 
-def test_image_code_imports_only_runtime_dependencies():
-    """The image has no embedded/test extras: what app.py and the package
-    (sandbox included: the dev profile runs it) import must come with `pip install .`.
-    embedded.py is left out: the image has no embedded mode (compose sets MONGODB_URI)."""
+def test_image_code_imports_only_what_the_image_installs():
+    """The production image has the runtime dependencies and the metrics extra, and
+    neither the sandboxes nor embedded mode (the Dockerfile removes them): what the
+    rest of app.py and the package import must come with those."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    installed = closure([*runtime_requirements(), *map(Requirement, extras["metrics"])])
     owners = metadata.packages_distributions()
-    closure = runtime_closure()
     stray = {}
-    for path in [ROOT / "app.py", *sorted((ROOT / "socialos_app").rglob("*.py"))]:
-        if path.name == "embedded.py":
+    package = ROOT / "socialos_app"
+    for path in [ROOT / "app.py", *sorted(package.rglob("*.py"))]:
+        if path.name == "embedded.py" or (package / "sandbox") in path.parents:
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sandbox":
+                names = ["socialos_app.sandbox"]
             else:
                 continue
             for name in names:
                 top = name.split(".")[0]
+                if name.startswith("socialos_app.sandbox"):
+                    stray.setdefault("socialos_app.sandbox", []).append(str(path.relative_to(ROOT)))
                 if top in sys.stdlib_module_names or top == "socialos_app":
                     continue
                 dists = {canonical(d) for d in owners.get(top, [top])}
-                if not dists & closure:
+                if not dists & installed:
                     stray.setdefault(top, []).append(str(path.relative_to(ROOT)))
-    assert not stray, f"imported by the image's code but not a runtime dependency: {stray}"
+    assert not stray, f"imported by the image's code but not in the image: {stray}"
