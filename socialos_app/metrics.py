@@ -257,8 +257,8 @@ def _end():
     status = str(response.status or "").split(" ", 1)[0]
     status = status if len(status) == 3 and status.isdigit() else "other"
     route = request._metrics_route
-    if status == "404" and route.endswith("/*"):
-        route = UNMATCHED  # the page refused the extra path segments: not one of its addresses
+    if status == "404" and (route.endswith("/*") or request.path_info.endswith("/") and route != "/"):
+        route = UNMATCHED  # the page refused the extra segments or the slash: not one of its addresses
     method = request.method if request.method in METHODS else "other"
     _requests.labels(route, method, status).inc()
     _request_seconds.labels(route, method).observe(seconds)

@@ -16,8 +16,9 @@ from collections import Counter
 
 import pytest
 import requests
-from conftest import sign_in
 from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import sign_in
 from support import ROOT
 
 TIMEOUT = 10
@@ -124,7 +125,8 @@ def test_unknown_paths_share_one_label_and_no_secret_or_name_is_exposed(app):
     assert cookies, "sign-in set no cookie"
     before = parse(scrape(app))
     junk = [secrets.token_hex(6) for _ in range(4)]
-    paths = [f"/{junk[0]}", f"/{junk[1]}/{junk[1]}", f"/dashboard/{junk[2]}", f"/pusher/auth/{junk[3]}"]
+    paths = [f"/{junk[0]}", f"/{junk[1]}/{junk[1]}", f"/dashboard/{junk[2]}", f"/pusher/auth/{junk[3]}",
+             "/dashboard/"]
     for path in paths:
         assert session.get(app.url(path), allow_redirects=False, timeout=TIMEOUT).status_code == 404
 
@@ -143,7 +145,7 @@ def test_unknown_paths_share_one_label_and_no_secret_or_name_is_exposed(app):
     labels = label_values(after)
     assert "demo" not in labels and "Demo" not in labels
     routes = {dict(labels)["route"] for (name, labels) in after if name == "socialos_http_requests_total"}
-    # Four different junk paths, one route label between them; every route is a handler path.
+    # Five unknown paths, one route label between them; every route is a handler path.
     assert not any(word in route for route in routes for word in junk)
     assert all(ROUTE.fullmatch(r) for r in routes), routes
 
