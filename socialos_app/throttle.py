@@ -1,64 +1,112 @@
-"""Sign-in throttling: failures counted per username and per address in
-MongoDB, so the limit holds across every app instance.
+"""Sign-in throttling, shared by every app instance through MongoDB.
 
-After ``max_failures`` failed attempts for a username (or four times that
-from one address) each further attempt must wait, doubling from 1 s up to
-15 minutes. A success clears the username's count; counters expire by
-themselves (TTL index) 15 minutes after the last failure. Unknown and
-known usernames are counted alike, so the throttle tells nobody which
-accounts exist.
+Policy (OWASP Authentication Cheat Sheet: throttle, don't lock out).
+Every password check is *reserved* first: one atomic MongoDB update per
+counter both checks and counts it, so 200 parallel guesses get no more
+password checks upstream than 200 sequential ones. Two counters, each over
+a 15-minute window since its last counted attempt:
+
+* per username *and* address: ``LOGIN_MAX_FAILURES`` (5) attempts go through
+  at once; after that each further attempt must wait 1 s, 2 s, 4 s, ... up
+  to 15 minutes. A right password clears this counter;
+* per address, across usernames: four times that (20), then the same
+  doubling waits, which stops one address guessing across many accounts. A
+  right password gives its attempt back, so an office behind one address
+  isn't slowed down by its own successful sign-ins.
+
+There is deliberately no counter per username alone: a burst of guesses
+against ``bob`` from one address waits at that address, and the real
+``bob`` signing in from anywhere else is never held up (not even for the
+minute a shared limit would allow). Guessing from many addresses is bounded
+per address. Unknown and known usernames are counted alike, so the throttle
+tells nobody which accounts exist; counters hold hashes, never usernames or
+addresses.
 """
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pymongo import ReturnDocument
 
-from .db import database, utcnow
-from .db import guarded as call
+from .db import database, guarded, utcnow
 
 __all__ = ["LoginThrottle"]
 
 WINDOW = timedelta(minutes=15)
-MAX_WAIT = 15 * 60
+MAX_WAIT = 15 * 60           # seconds
+ADDRESS_FACTOR = 4           # the per-address limit is this many times the per-pair one
+_EPOCH = datetime(1970, 1, 1)
 
 
-def _key(kind, value):
-    return kind + ":" + hashlib.sha256(value.strip().lower().encode()).hexdigest()[:32]
+def _key(kind, *values):
+    text = "\0".join(v.strip().lower() for v in values)
+    return kind + ":" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _reserve_pipeline(now, limit):
+    """One update that, atomically, counts an attempt if the counter's wait is over.
+
+    ``ok`` says whether it was counted; ``until`` is when the next may be.
+    A counter past its window (not yet removed by the TTL monitor) starts over.
+    """
+    live = {"$gt": [{"$ifNull": ["$expires", _EPOCH]}, now]}
+    count = {"$cond": [live, {"$ifNull": ["$count", 0]}, 0]}
+    until = {"$cond": [live, {"$ifNull": ["$until", _EPOCH]}, _EPOCH]}
+    allowed = {"$lte": [until, now]}
+    over = {"$subtract": ["$count", limit]}
+    wait_ms = {"$min": [{"$multiply": [{"$pow": [2, over]}, 1000]}, MAX_WAIT * 1000]}
+    return [
+        {"$set": {"ok": allowed,
+                  "count": {"$cond": [allowed, {"$add": [count, 1]}, count]},
+                  "until": until,
+                  "expires": {"$cond": [allowed, now + WINDOW, {"$ifNull": ["$expires", now + WINDOW]}]}}},
+        {"$set": {"until": {"$cond": [{"$and": ["$ok", {"$gte": [over, 0]}]},
+                                      {"$add": [now, wait_ms]}, "$until"]}}},
+    ]
 
 
 class LoginThrottle:
-    """``blocked()`` before trying a password, ``failed()``/``succeeded()`` after."""
+    """``reserve()`` before checking a password, ``succeeded()`` after a right one.
 
-    def __init__(self, max_failures=5):
+    Methods raise ``StoreUnavailable`` when the database is down.
+    """
+
+    def __init__(self, collection=None, max_failures=5):
+        if isinstance(collection, int):  # the old signature, LoginThrottle(max_failures)
+            collection, max_failures = None, collection
+        self.collection = collection if collection is not None else database()["login_failures"]
         self.max_failures = max_failures
-        # Same database as the sessions, a collection of its own.
-        self.collection = database()["login_failures"]
 
     def setup(self):
-        call(self.collection.create_index, "expires", name="ttl", expireAfterSeconds=0)
+        """The TTL index that removes counters after their window."""
+        guarded(self.collection.create_index, "expires", name="ttl", expireAfterSeconds=0)
 
-    def _wait(self, doc, limit, now):
-        over = doc["count"] - limit
-        if over < 0:
+    def _take(self, key, limit, now):
+        doc = guarded(self.collection.find_one_and_update, {"_id": key}, _reserve_pipeline(now, limit),
+                      upsert=True, return_document=ReturnDocument.AFTER)
+        if doc.get("ok"):
             return 0
-        wait = min(2 ** over, MAX_WAIT)
-        remaining = (doc["last"] + timedelta(seconds=wait) - now).total_seconds()
-        return max(0, int(remaining + 0.999))
+        return max(1, int((doc["until"] - now).total_seconds() + 0.999))
 
-    def blocked(self, username, address):
-        """Seconds to wait before another attempt is allowed (0: go ahead)."""
-        keys = {_key("u", username): self.max_failures, _key("a", address): self.max_failures * 4}
-        docs = call(list, self.collection.find({"_id": {"$in": list(keys)}}))
+    def reserve(self, username, address):
+        """0: go ahead, the attempt is counted; > 0: seconds to wait, nothing counted."""
         now = utcnow()
-        return max([self._wait(d, keys[d["_id"]], now) for d in docs] or [0])
-
-    def failed(self, username, address):
-        now = utcnow()
-        for key in (_key("u", username), _key("a", address)):
-            call(self.collection.find_one_and_update, {"_id": key},
-                       {"$inc": {"count": 1}, "$set": {"last": now, "expires": now + WINDOW}},
-                       upsert=True, return_document=ReturnDocument.AFTER)
+        # The address first: an address that is waiting spends nothing of the pair's allowance.
+        wait = self._take(_key("a", address), self.max_failures * ADDRESS_FACTOR, now)
+        if wait:
+            return wait
+        return self._take(_key("ua", username, address), self.max_failures, now)
 
     def succeeded(self, username, address):
-        call(self.collection.delete_one, {"_id": _key("u", username)})
+        """A right password: clear that username's count for this address, give the address its attempt back."""
+        guarded(self.collection.delete_one, {"_id": _key("ua", username, address)})
+        guarded(self.collection.update_one, {"_id": _key("a", address), "count": {"$gt": 0}},
+                {"$inc": {"count": -1}})
+
+    # The names from before ``reserve``; kept until every caller has moved.
+    def blocked(self, username, address):
+        """Deprecated: ``reserve`` (this counts the attempt, as ``reserve`` does)."""
+        return self.reserve(username, address)
+
+    def failed(self, username, address):
+        """Deprecated: nothing to do, ``reserve`` counted the attempt."""

@@ -63,7 +63,7 @@ def test_rotation_keeps_everyone_signed_in_and_reseals(start_app, shared):
     assert dashboard(c, alice).status_code == 200
     assert dashboard(c, carol).status_code == 200
     gone = dashboard(c, idle)
-    assert gone.status_code == 303 and gone.headers["Location"].endswith("/login?next=%2Fdashboard")
+    assert gone.status_code == 303 and "/login?next=%2Fdashboard" in gone.headers["Location"]
     assert idle.cookies.get("session") in (None, "")  # and its cookie is dropped
     assert idle_token != alice_token
 
@@ -79,7 +79,7 @@ def test_a_form_from_before_the_rotation_still_submits(start_app, shared):
 
     b = start_app(MONGODB_URI=uri, SECURE_KEY=k2.hex(), SECURE_KEY_PREVIOUS=k1.hex())
     out = s.post(b.url("/logout"), data={"csrf_token": token}, allow_redirects=False, timeout=10)
-    assert out.status_code == 303 and out.headers["Location"].endswith("/login")
+    assert out.status_code == 303 and "/login" in out.headers["Location"]
     assert dashboard(b, s).status_code == 303
     assert sessions.count_documents({"username": "dave"}) == 0
 

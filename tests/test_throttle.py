@@ -9,7 +9,10 @@ between tests.
 import html
 import re
 import secrets
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 import requests
@@ -132,3 +135,88 @@ def test_many_usernames_from_one_address_are_throttled(start_app):
         assert answer.status_code == 200 and alert(answer) == "Wrong username or password."
     retry_after, _ = assert_throttled(b.attempt("grace", "grace"))
     assert wait_until_allowed(b, "grace", "grace", retry_after).status_code == 303
+
+
+# -- the throttle itself, in-process against the real database ---------------------------
+@pytest.fixture
+def throttle(db):
+    from socialos_app.throttle import LoginThrottle
+    name = "thr_" + secrets.token_hex(4)
+    client = db.client()
+    t = LoginThrottle(client[name]["login_failures"], max_failures=5)
+    t.setup()
+    yield t
+    client.drop_database(name)
+    client.close()
+
+
+def _pass_waits(throttle):
+    """As if every wait were over (time travel in the database, no sleeping)."""
+    from socialos_app.db import utcnow
+    throttle.collection.update_many({}, {"$set": {"until": utcnow() - timedelta(milliseconds=1)}})
+
+
+def test_parallel_guesses_get_no_more_checks_than_sequential_ones(throttle):
+    barrier = threading.Barrier(50)
+
+    def guess(_):
+        barrier.wait(10)
+        return throttle.reserve("bob", "10.0.0.1")
+
+    with ThreadPoolExecutor(50) as pool:
+        waits = list(pool.map(guess, range(200)))
+    assert waits.count(0) == 5                          # exactly the allowance, however many at once
+    assert all(1 <= w <= 900 for w in waits if w)
+    sequential = [throttle.reserve("ann", "10.0.0.2") for _ in range(8)]
+    assert sequential[:5] == [0] * 5 and all(sequential[5:])
+
+
+def test_waits_double_and_a_right_password_clears_the_pair(throttle):
+    assert [throttle.reserve("bob", "10.0.0.1") for _ in range(5)] == [0] * 5
+    first = throttle.reserve("bob", "10.0.0.1")
+    assert first == 1
+    _pass_waits(throttle)
+    assert throttle.reserve("bob", "10.0.0.1") == 0     # one more try after the wait...
+    assert throttle.reserve("bob", "10.0.0.1") == 2     # ...then twice as long
+    _pass_waits(throttle)
+    assert throttle.reserve("bob", "10.0.0.1") == 0
+    throttle.succeeded("bob", "10.0.0.1")
+    assert [throttle.reserve("bob", "10.0.0.1") for _ in range(5)] == [0] * 5
+
+
+def test_a_burst_from_one_address_never_keeps_the_real_user_out_elsewhere(throttle):
+    for _ in range(200):
+        throttle.reserve("bob", "203.0.113.9")
+    assert throttle.reserve("bob", "203.0.113.9") > 0   # the guesser waits...
+    assert throttle.reserve("bob", "198.51.100.7") == 0  # ...the real bob, elsewhere, doesn't
+
+
+def test_one_address_guessing_across_accounts_is_stopped(throttle):
+    assert [throttle.reserve(f"user{i}", "10.0.0.3") for i in range(20)] == [0] * 20
+    assert throttle.reserve("grace", "10.0.0.3") > 0
+    assert throttle.reserve("grace", "10.0.0.4") == 0   # another address is unaffected
+
+
+def test_successful_sign_ins_give_the_address_its_attempts_back(throttle):
+    """An office behind one address: its own successful sign-ins never slow it down."""
+    for i in range(40):
+        assert throttle.reserve(f"user{i}", "10.0.0.5") == 0
+        throttle.succeeded(f"user{i}", "10.0.0.5")
+
+
+def test_the_old_method_names_still_count(throttle):
+    assert [throttle.blocked("bob", "10.0.0.6") for _ in range(5)] == [0] * 5
+    throttle.failed("bob", "10.0.0.6")
+    assert throttle.blocked("bob", "10.0.0.6") > 0
+
+
+def test_parallel_wrong_passwords_reach_the_upstream_five_times(start_app, sandbox):
+    app = start_app()
+    browsers = [Browser(app) for _ in range(8)]
+    before = sandbox.stats()["requests"]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: browsers[i % 8].attempt("bob", f"wrong-{i}"), range(64)))
+    checks = sandbox.stats()["requests"] - before
+    assert checks == 5, checks
+    assert sorted({a.status_code for a in answers}) == [200, 429]
+    assert sum(a.status_code == 200 for a in answers) == 5
