@@ -1,27 +1,141 @@
 """The presence page, Pusher channel authorization and Pusher webhooks.
 
 ``/presence`` lists a presence channel's members by signed REST calls, so
-it works fully server-rendered; with PUSHER_JS_URL set, a small script of
-ours subscribes through ``/pusher/auth`` and keeps the list live.
+it works fully server-rendered, and the presence channels that have
+members now. Where live updates are available (``live_config``) the page
+loads pusher-js (the pinned copy, with Subresource Integrity) and
+``static/presence.js`` subscribes through ``/pusher/auth``, keeping the
+list in step as members come and go.
+
+Names: Pusher gives ids only. The member directory knows the names of
+those who authorized through us; other ids are looked up as Social OS
+profiles, concurrently, a few per view, all under one deadline, so a slow
+API costs a view a few seconds at most and the page says whose name it
+could not get. A profile that doesn't exist (404) is remembered as such.
+
+Webhooks are authentic (key + HMAC of the raw body), recent (``time_ms``
+within 300 s, as Pusher's own libraries require), bounded (at most
+``MAX_WEBHOOK_EVENTS`` events) and applied once (a redelivered body is
+answered 200 and not applied again).
 """
 
+import hashlib
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import cherrypy
 
-from .errors import UpstreamError, UpstreamUnavailable
+from . import assets
+from .db import StoreUnavailable
+from .errors import NotFound, UpstreamError, UpstreamUnavailable
+from .logs import security_event
 from .pusher import WebhookError, valid_presence_channel, valid_private_channel, valid_socket_id
 from .render import render
 
-__all__ = ["PresencePages", "PusherEndpoints"]
+__all__ = ["MAX_PROFILE_LOOKUPS", "MAX_WEBHOOK_EVENTS", "WEBHOOK_WINDOW_MS", "Live", "PresencePages",
+           "PusherEndpoints", "live_config"]
 
-MAX_PROFILE_LOOKUPS = 10  # names we don't know yet, fetched per page view at most
+MAX_PROFILE_LOOKUPS = 10     # names we don't know yet, fetched per page view at most
+LOOKUP_DEADLINE = 4.0        # seconds all of one view's lookups may take together
+PAGE_BUDGET = 6.0            # ... and the whole view, Pusher's calls included, give or take
+MAX_CHANNELS_LISTED = 50
+MAX_WEBHOOK_EVENTS = 100     # per webhook body; Pusher batches far fewer
+WEBHOOK_WINDOW_MS = 300_000  # Pusher's libraries refuse webhooks older (or newer) than this
+RETRY_AFTER = "5"
+
+# Profile lookups and Pusher's calls of all views share these threads; each
+# call is bounded by the upstream timeout, so a slow upstream can't pile them up.
+_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="presence")
 
 
-def _json(status, payload):
-    cherrypy.serving.response.status = status
-    cherrypy.serving.response.headers["Content-Type"] = "application/json"
+def _json(status, payload, retry_after=None):
+    response = cherrypy.serving.response
+    response.status = status
+    response.headers["Content-Type"] = "application/json"
+    if retry_after:
+        response.headers["Retry-After"] = retry_after
     return json.dumps(payload).encode()
+
+
+# -- live updates: where the browser gets pusher-js and which websocket it opens ---------------
+@dataclass(frozen=True)
+class Live:
+    """What the page tells pusher-js, and what the CSP must allow for it."""
+
+    js_url: str
+    integrity: str   # SRI of the pinned pusher-js ('' for an operator's own PUSHER_JS_URL)
+    ws_host: str
+    ws_port: int
+    tls: bool
+
+    @property
+    def script_origin(self):
+        """The script's origin when it isn't this site's own, else None."""
+        parts = urlsplit(self.js_url)
+        return f"{parts.scheme}://{parts.netloc}" if parts.scheme else None
+
+    @property
+    def ws_origin(self):
+        scheme = "wss" if self.tls else "ws"
+        default = 443 if self.tls else 80
+        host = f"[{self.ws_host}]" if ":" in self.ws_host else self.ws_host
+        return f"{scheme}://{host}" + ("" if self.ws_port == default else f":{self.ws_port}")
+
+
+def live_config(settings):
+    """``(Live, "")`` when browsers can get live updates, else ``(None, how to get them)``.
+
+    pusher-js: PUSHER_JS_URL when set; else, for Pusher's own service, its
+    CDN copy of the pinned version; else (the sandbox or a self-hosted
+    Pusher) the pinned copy ``make install`` fetched into static/vendor.
+    The websocket: PUSHER_WS_HOST (host or host:port) when set, else the
+    Pusher host itself on its port; TLS unless PUSHER_SCHEME is http.
+    """
+    if not settings.pusher_configured:
+        return None, "Live updates need Pusher: set PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET."
+    pinned = assets.PUSHER_JS
+    if settings.pusher_js_url:
+        js_url = settings.pusher_js_url
+        integrity = pinned.sri if js_url in (pinned.cdn_url, assets.local_url(pinned)) else ""
+    elif settings.pusher_host:
+        js_url, integrity = assets.local_url(pinned), pinned.sri
+        if js_url is None:
+            return None, ("Live updates need the pinned pusher-js: run `make install` (it fetches it "
+                          "with npm), or set PUSHER_JS_URL. Until then, reload to see who joined or left.")
+    else:
+        js_url, integrity = pinned.cdn_url, pinned.sri
+
+    tls = settings.pusher_scheme != "http"
+    ws = settings.pusher_ws_host or settings.pusher_host or f"ws-{settings.pusher_cluster}.pusher.com"
+    host, port = ws, 0
+    if ws.count(":") == 1:
+        host, _, text = ws.partition(":")
+        port = int(text)
+    if not port:
+        port = settings.pusher_port if host == settings.pusher_host and settings.pusher_port else (
+            443 if tls else 80)
+    return Live(js_url, integrity, host, port, tls), ""
+
+
+# -- the page --------------------------------------------------------------------------------
+def _profile_name(api, directory, user_id):
+    """One lookup: the profile's name, None without one; NotFound when there is no profile.
+
+    Runs on the pool; a name found after the view gave up is still remembered for the next one.
+    """
+    profile = api.get("user", user_id)
+    name = profile.get("name") if isinstance(profile, dict) else None
+    if isinstance(name, str) and name:
+        try:
+            directory.remember(user_id, name)
+        except StoreUnavailable:
+            pass
+        return name
+    return None
 
 
 class PresencePages:
@@ -29,23 +143,50 @@ class PresencePages:
 
     def __init__(self, services):
         self.services = services
+        self.live, self.no_live = live_config(services.settings)
 
-    def _names(self, user, ids):
+    def _names(self, user, ids, deadline):
+        """``({id: name}, [ids whose name we couldn't get], count not looked up this time)``."""
         directory = self.services.presence
-        names = directory.names(ids)
-        for user_id in [i for i in ids if i not in names][:MAX_PROFILE_LOOKUPS]:
+        try:
+            names, missing = directory.lookup(ids)
+        except StoreUnavailable:
+            names, missing = {}, set()
+        unknown = [i for i in ids if i not in names and i not in missing]
+        todo, later = unknown[:MAX_PROFILE_LOOKUPS], len(unknown[MAX_PROFILE_LOOKUPS:])
+        if not todo:
+            return names, [], later
+        api = user.api  # built here, on the request's thread; the calls themselves run on the pool
+        futures = {_pool.submit(_profile_name, api, directory, i): i for i in todo}
+        done, pending = wait_for_futures(futures, timeout=max(0.5, deadline - time.monotonic()))
+        failed, absent = [], []
+        for future in pending:
+            future.cancel()  # not started yet: never will be; running: finishes on its own
+            failed.append(futures[future])
+        for future in done:
+            user_id = futures[future]
             try:
-                profile = user.api.get("user", user_id)
-            except (UpstreamError, ValueError):
-                continue  # not a Social OS user (or no usable id), or the API is busy: show the id
-            name = profile.get("name") if isinstance(profile, dict) else None
-            if isinstance(name, str) and name:
+                name = future.result()
+            except NotFound:
+                absent.append(user_id)
+                continue
+            except ValueError:  # an id that can't be a username: shown as it is
+                continue
+            except UpstreamError:
+                failed.append(user_id)
+                continue
+            if name:
                 names[user_id] = name
-                directory.remember(user_id, name)
-        return names
+        if absent:
+            try:
+                directory.remember_missing(absent)
+            except StoreUnavailable:
+                pass
+        return names, sorted(failed), later
 
     @cherrypy.expose
     def index(self, channel=None, **_ignored):
+        started = time.monotonic()
         settings = self.services.settings
         channel = settings.pusher_channel if channel is None else channel
         if not isinstance(channel, str) or not valid_presence_channel(channel):
@@ -53,28 +194,50 @@ class PresencePages:
                                           "only letters, digits and _ - = @ , . ; (at most 164).")
         user = cherrypy.serving.request.signed_in
         pusher = self.services.pusher
-        members, problem, status = [], "", 200
+        members, channels, problem, status = [], [], "", 200
+        unnamed, later, last_known = [], 0, False
         if pusher is None:
             problem = "Pusher is not configured on this server (PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET)."
         else:
+            # Both of Pusher's calls at once; each is bounded by the upstream timeout.
+            users_call = _pool.submit(pusher.channel_users, channel)
+            channels_call = _pool.submit(pusher.channels, "presence-", ("user_count",))
             try:
-                ids = sorted(set(pusher.channel_users(channel)))
-                names = self._names(user, ids)
-                members = [{"id": i, "name": names.get(i, "")} for i in ids]
+                ids = sorted(set(users_call.result()))
             except UpstreamUnavailable:
                 problem, status = "Pusher did not answer in time, so the member list can't be shown. " \
                                   "Reload in a moment.", 504
             except UpstreamError as exc:
                 problem, status = f"Pusher refused the member list request ({exc.status or 'no status'}): " \
                                   f"{exc.message}", 502
+            else:
+                names, unnamed, later = self._names(user, ids, started + min(LOOKUP_DEADLINE, PAGE_BUDGET - 1.0))
+                members = [{"id": i, "name": names.get(i, "")} for i in ids]
+            if problem:
+                members, last_known = self._last_known(channel), True
+            try:
+                found = channels_call.result(timeout=max(0.1, started + PAGE_BUDGET - time.monotonic()))
+                channels = sorted((name, (info or {}).get("user_count")) for name, info in found.items()
+                                  if valid_presence_channel(name))[:MAX_CHANNELS_LISTED]
+            except Exception:  # noqa: BLE001 - the channel list is a nicety: the page goes on without it
+                channels = []
         cherrypy.serving.response.status = status
-        live = bool(pusher and settings.pusher_js_url and settings.pusher_ws_host)
         return render("presence.html", title="Presence", channel=channel, members=members,
-                      problem=problem, live=live, pusher_key=settings.pusher_key,
-                      pusher_js_url=settings.pusher_js_url, pusher_ws_host=settings.pusher_ws_host,
+                      channels=channels, problem=problem, unnamed=unnamed, later=later,
+                      last_known=last_known, live=self.live if pusher else None,
+                      no_live=self.no_live, pusher_key=settings.pusher_key,
                       pusher_cluster=settings.pusher_cluster)
 
+    def _last_known(self, channel):
+        """Who Pusher's webhooks last said is in ``channel``: shown when Pusher can't be asked."""
+        try:
+            known = self.services.presence.in_channel(channel)
+        except StoreUnavailable:
+            return []
+        return [{"id": i, "name": known[i]} for i in sorted(known)]
 
+
+# -- Pusher's calls to us ----------------------------------------------------------------------
 class PusherEndpoints:
     """``POST /pusher/auth`` (pusher-js) and ``POST /pusher/webhook`` (Pusher)."""
 
@@ -108,11 +271,13 @@ class PusherEndpoints:
                 return _json(400, {"error": "only private- and presence- channels need authorization"})
         except ValueError as exc:  # e.g. private-encrypted-: we hold no encryption master key
             return _json(400, {"error": str(exc)})
+        except StoreUnavailable:
+            return _json(503, {"error": "the database is not answering; try again shortly"}, RETRY_AFTER)
         return _json(200, body)
 
     @cherrypy.expose
     def webhook(self, **_ignored):
-        """Pusher's webhooks: authentic (key + HMAC of the raw body) or 401."""
+        """Pusher's webhooks: authentic, recent, bounded, applied once."""
         request = cherrypy.serving.request
         if request.method != "POST":
             cherrypy.serving.response.headers["Allow"] = "POST"
@@ -125,6 +290,37 @@ class PusherEndpoints:
             payload = pusher.verify_webhook(request.headers.get("X-Pusher-Key"),
                                             request.headers.get("X-Pusher-Signature"), body)
         except WebhookError as exc:
+            security_event("webhook_refused", reason=exc.message, status=exc.status, address=request.remote.ip)
             return _json(exc.status, {"error": exc.message})
-        handled = self.services.presence.apply(payload["events"])
+        refused = _check_webhook(payload)
+        if refused:
+            status, reason = refused
+            security_event("webhook_refused", reason=reason, status=status, address=request.remote.ip)
+            return _json(status, {"error": reason})
+
+        directory = self.services.presence
+        digest = hashlib.sha256(body).hexdigest()
+        try:
+            if not directory.claim_delivery(digest):
+                return _json(200, {"ok": True, "handled": 0, "duplicate": True})  # a redelivery: done already
+            handled = directory.apply(payload["events"])
+            directory.delivery_applied(digest)
+        except StoreUnavailable:
+            # Pusher retries a webhook that fails; by then the database may be back.
+            return _json(503, {"error": "the database is not answering; retry later"}, RETRY_AFTER)
         return _json(200, {"ok": True, "handled": handled})
+
+
+def _check_webhook(payload):
+    """``(status, reason)`` for an authentic body that must still be refused, else None."""
+    time_ms = payload.get("time_ms")
+    if isinstance(time_ms, bool) or not isinstance(time_ms, (int, float)):
+        return 400, "time_ms missing or not a number"
+    skew = time.time() * 1000 - time_ms
+    if abs(skew) > WEBHOOK_WINDOW_MS:
+        # Authentic but stale (or from the future): a replay, or a clock far off. Pusher's libraries refuse it too.
+        return 401, f"time_ms is {abs(skew) / 1000:.0f} s from now; webhooks older than " \
+                    f"{WEBHOOK_WINDOW_MS // 1000} s are refused"
+    if len(payload["events"]) > MAX_WEBHOOK_EVENTS:
+        return 413, f"{len(payload['events'])} events in one webhook; at most {MAX_WEBHOOK_EVENTS} are accepted"
+    return None

@@ -140,7 +140,8 @@ def resolve_session(engine, socialos, cookie_name, secure, required=True):
             if isinstance(record, tuple):  # TRANSITION: engine before lazy credentials
                 record, request._transition_credentials = record
         except StoreUnavailable:
-            if required and _found(request):
+            # A state-changing request (e.g. /pusher/auth) can't be served without it either.
+            if (required or request.method in STATE_CHANGING) and _found(request):
                 raise cherrypy.HTTPError(503, DB_DOWN) from None
             record, token = None, ""  # public pages (the sign-in form) still render without the database
         if record is not None:

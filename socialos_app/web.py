@@ -6,7 +6,6 @@
 
 import logging
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import cherrypy
 from cherrypy import _cpreqbody
@@ -19,7 +18,7 @@ from .request import Request, Response
 from .client import SocialOS
 from .crypto import Keyring
 from .directory import MemberDirectory
-from .presence import PresencePages, PusherEndpoints
+from .presence import PresencePages, PusherEndpoints, live_config
 from .pusher import Pusher
 from .pages import Root
 from .render import render
@@ -71,8 +70,8 @@ def build_services(settings):
     services = Services(settings=settings, keyring=keyring, engine=engine,
                         socialos=SocialOS.from_settings(settings, transport))
     services.pusher = Pusher.from_settings(settings, transport) if settings.pusher_configured else None
-    services.presence = MemberDirectory()
-    services.throttle = LoginThrottle(settings.login_max_failures)
+    services.presence = MemberDirectory(database()["presence_members"], database()["webhook_deliveries"])
+    services.throttle = LoginThrottle(database()["login_failures"], settings.login_max_failures)
     return services
 
 
@@ -103,11 +102,10 @@ BODY_PROCESSORS = {
 
 def _csp(settings):
     script, connect_src = ["'self'"], ["'self'"]
-    if settings.pusher_js_url:
-        parts = urlsplit(settings.pusher_js_url)
-        script.append(f"{parts.scheme}://{parts.netloc}")
-    if settings.pusher_ws_host:
-        connect_src += [f"wss://{settings.pusher_ws_host}", f"https://{settings.pusher_ws_host}"]
+    live, _ = live_config(settings)  # exactly pusher-js's origin (if not ours) and its websocket
+    if live:
+        script += [live.script_origin] if live.script_origin else []
+        connect_src.append(live.ws_origin)
     return ("default-src 'self'; script-src " + " ".join(script) + "; connect-src " + " ".join(connect_src)
             + "; img-src 'self' data:; style-src 'self'; object-src 'none'; base-uri 'none'; "
               "form-action 'self'; frame-ancestors 'none'")

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from conftest import csrf_from, sign_in
 
+from conftest import csrf_from, sign_in
 from socialos_app.settings import DEMO_PUSHER
 
 TIMEOUT = 10
@@ -47,6 +47,10 @@ def listed(html):
     """``[(id, text)]`` of the member list on a presence page."""
     return [(m.group(1), re.sub(r"<[^>]+>", "", m.group(2)).strip())
             for m in re.finditer(r'<li data-id="([^"]*)">(.*?)</li>', html, re.DOTALL)]
+
+
+def noun(html):
+    return re.search(r'<span id="member-noun">(\w+)</span> in', html).group(1)
 
 
 def member_count(html):
@@ -99,11 +103,11 @@ def test_members_come_and_go_on_reload(signed_in, app, sandbox):
     page = get(signed_in, app, f"/presence?channel={channel}").text
     assert member_count(page) == 2
     assert dict(listed(page)) == {"alice": "Alice Liddell @alice", "visitor-42": "visitor-42"}
-    assert "1 member " not in page and "members in" in page
+    assert noun(page) == "members"
 
     remove_member(sandbox, channel, "alice")
     page = get(signed_in, app, f"/presence?channel={channel}").text
-    assert member_count(page) == 1 and "1</strong> member in" in page
+    assert member_count(page) == 1 and noun(page) == "member"
     assert [m for m, _ in listed(page)] == ["visitor-42"]
 
 
@@ -334,3 +338,138 @@ def test_an_answer_without_a_users_list_is_a_message(signed_in, app, sandbox):
     sandbox.fault("pusher", path_prefix="/apps/", status=200, body="[]", count=1)
     page = get(signed_in, app, "/presence")
     assert page.status_code == 502 and 'role="alert"' in page.text and "Traceback" not in page.text
+
+
+# -- webhooks: recent, bounded, applied once, 503 while the database is down ---------
+@pytest.mark.parametrize("offset_s", [-301, 301, -3600])
+def test_a_signed_webhook_outside_the_300_s_window_is_refused(app, db, offset_s):
+    user = "stale-" + secrets.token_hex(4)
+    body = {"time_ms": int((time.time() + offset_s) * 1000),
+            "events": [{"name": "member_added", "channel": fresh_channel(), "user_id": user}]}
+    answer = webhook(app, body)
+    assert answer.status_code == 401, answer.text
+    assert "300 s" in answer.json()["error"]
+    assert channels_of(db, app, user) is None
+    # The same events, sent now, are fine: it was the time that was refused.
+    assert webhook(app, {**body, "time_ms": int(time.time() * 1000)}).status_code == 200
+    assert channels_of(db, app, user) is not None
+
+
+def test_a_webhook_without_a_time_is_400(app):
+    assert webhook(app, {"events": []}).status_code == 400
+    assert webhook(app, {"time_ms": "now", "events": []}).status_code == 400
+
+
+def test_a_redelivered_webhook_is_answered_and_applied_once(app, db):
+    channel, user = fresh_channel(), "redo-" + secrets.token_hex(4)
+    joined = json.dumps(events({"name": "member_added", "channel": channel, "user_id": user})).encode()
+    left = json.dumps(events({"name": "member_removed", "channel": channel, "user_id": user})).encode()
+    assert joined != left
+    first = webhook(app, joined)
+    assert first.status_code == 200 and first.json()["handled"] == 1
+    assert webhook(app, left).status_code == 200
+    assert channels_of(db, app, user) == []
+    # Pusher redelivers the first body (say our 200 was lost): answered 200, not applied again.
+    again = webhook(app, joined)
+    assert again.status_code == 200 and again.json() == {"ok": True, "handled": 0, "duplicate": True}
+    assert channels_of(db, app, user) == []
+    # Kept with a TTL, so the digests clean themselves up.
+    ttl = [i for i in database(db, app)["webhook_deliveries"].list_indexes() if "expireAfterSeconds" in i]
+    assert ttl and ttl[0]["key"] == {"at": 1}
+
+
+def test_a_webhook_with_too_many_events_is_413_and_changes_nothing(app, db):
+    channel = fresh_channel()
+    users = [f"many-{secrets.token_hex(3)}-{i}" for i in range(101)]
+    body = events(*({"name": "member_added", "channel": channel, "user_id": u} for u in users))
+    answer = webhook(app, body)
+    assert answer.status_code == 413, answer.text
+    assert "at most 100" in answer.json()["error"]
+    assert channels_of(db, app, users[0]) is None
+    body["events"] = body["events"][:100]
+    assert webhook(app, body).json()["handled"] == 100
+
+
+@pytest.fixture
+def failpoint(db):
+    """SecantusDB's failCommand failpoint on the shared database; always off after the test."""
+    client = db.client()
+
+    def arm(mode, **data):
+        client.admin.command("configureFailPoint", "failCommand", mode=mode, data=data)
+
+    yield arm
+    client.admin.command("configureFailPoint", "failCommand", mode="off")
+    client.close()
+
+
+def test_both_pusher_endpoints_are_503_with_retry_after_while_the_database_is_down(demo, app, db, failpoint):
+    s, csrf = demo
+    user = "down-" + secrets.token_hex(4)
+    body = json.dumps(events({"name": "member_added", "channel": fresh_channel(), "user_id": user})).encode()
+    failpoint("alwaysOn", failCommands=["find", "insert", "update", "delete"], errorCode=2)
+    down = webhook(app, body)
+    assert down.status_code == 503, down.text
+    assert down.headers["Retry-After"].isdigit()
+    refused = auth(s, app, csrf=csrf)
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"].isdigit()
+    assert "auth" not in refused.text
+    failpoint("off")
+    # Pusher retries the webhook: now it is applied, and pusher-js's next try is authorized.
+    assert webhook(app, body).status_code == 200
+    assert channels_of(db, app, user) is not None
+    assert auth(s, app, csrf=csrf).status_code == 200
+
+
+# -- the page: bounded lookups, remembered 404s, webhook membership, channel list ---------
+def test_pusher_down_shows_who_webhooks_last_reported(signed_in, app, sandbox):
+    channel, user = fresh_channel(), "seen-" + secrets.token_hex(4)
+    assert webhook(app, events({"name": "member_added", "channel": channel, "user_id": user})).status_code == 200
+    sandbox.fault("pusher", status=500, path_prefix="/apps/", count=2)
+    page = get(signed_in, app, f"/presence?channel={channel}")
+    assert page.status_code == 502 and 'role="alert"' in page.text
+    assert "As Pusher&#39;s webhooks last reported:" in page.text or "As Pusher's webhooks last reported:" in page.text
+    assert [i for i, _ in listed(page.text)] == [user]
+
+
+def test_channels_with_members_are_listed_with_links(signed_in, app, sandbox):
+    channel = fresh_channel()
+    add_member(sandbox, channel, "ada", {"name": "Ada Lovelace"})
+    page = get(signed_in, app, "/presence").text
+    assert f'href="/presence?channel={channel}"' in page
+    assert re.search(r'href="/presence\?channel=presence-lobby"[^>]*>presence-lobby</a> '
+                     r'<span class="muted">\(\d+ members\)</span>', page)
+    remove_member(sandbox, channel, "ada")
+    assert f'href="/presence?channel={channel}"' not in get(signed_in, app, "/presence").text
+
+
+def test_a_missing_profile_is_remembered_not_asked_again(signed_in, app, sandbox):
+    channel, ghost = fresh_channel(), "ghost-" + secrets.token_hex(4)
+    add_member(sandbox, channel, ghost)
+    assert dict(listed(get(signed_in, app, f"/presence?channel={channel}").text)) == {ghost: ghost}
+    before = sandbox.stats("api")["requests"]
+    page = get(signed_in, app, f"/presence?channel={channel}").text
+    assert dict(listed(page)) == {ghost: ghost} and 'id="unnamed"' not in page
+    assert sandbox.stats("api")["requests"] == before  # the 404 was remembered: no lookup this time
+
+
+def test_a_slow_api_costs_a_view_a_few_seconds_and_the_page_says_whose_name_is_missing(start_app, sandbox):
+    app = start_app(UPSTREAM_READ_TIMEOUT="8")  # slower than the page's own deadline
+    s, answer = sign_in(app)
+    assert answer.status_code == 303
+    channel = fresh_channel()
+    strangers = [f"slow{i:02d}-{secrets.token_hex(2)}" for i in range(12)]
+    for user_id in strangers:
+        add_member(sandbox, channel, user_id)
+    sandbox.fault("api", delay=7, path_prefix="/api/user/", count=12)
+    started = time.monotonic()
+    page = get(s, app, f"/presence?channel={channel}")
+    elapsed = time.monotonic() - started
+    assert page.status_code == 200
+    assert elapsed < 6.5, f"{elapsed:.1f}s for 12 unknown names on a slow API"
+    assert member_count(page.text) == 12
+    unnamed = re.search(r'<p class="muted" id="unnamed">(.*?)</p>', page.text, re.DOTALL).group(1)
+    looked_up = sorted(strangers)[:10]  # at most 10 lookups a view...
+    assert all(u in unnamed for u in looked_up), unnamed
+    assert "2 more names will be looked up" in page.text  # ...and the page says so for the rest
