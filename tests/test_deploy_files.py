@@ -620,6 +620,28 @@ def test_compose_dev_profile_publishes_no_host_port_twice():
     assert all(interpolate(p).startswith("127.0.0.1:") for p in sandbox_ports), "sandbox on loopback only"
 
 
+@pytest.mark.parametrize("name", ["app", "app-dev"])
+def test_compose_app_environment_passes_the_apps_own_check(tmp_path, name):
+    """What compose hands the app (secrets as files, .env values, empty defaults)
+    is accepted by `python app.py --check-config`, each secret read from its file."""
+    run_secrets_init(tmp_path)
+    (tmp_path / "socialos_admin_password").write_text("an admin password\n")
+    (tmp_path / "pusher_secret").write_text("a pusher secret\n")
+    dotenv = {"SOCIALOS_API_URL": "https://socialos.example/api", "SOCIALOS_ADMIN_URL": "https://socialos.example/admin",
+              "SOCIALOS_ADMIN_USER": "admin", "PUSHER_APP_ID": "4242", "PUSHER_KEY": "key"}
+    env = {"PATH": os.environ["PATH"]}
+    for key, value in environment(services(COMPOSE)[name]).items():
+        value = interpolate(value, dotenv)
+        env[key] = str(tmp_path / value.rsplit("/", 1)[1]) if key.endswith("_FILE") else value
+    done = subprocess.run([sys.executable, "app.py", "--check-config"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for key in env:
+        if key.endswith("_FILE"):
+            assert re.search(rf"^{key[:-5]} +=.*\[file: {key}\]$", done.stdout, re.MULTILINE), key
+    assert "embedded mode: off" in done.stdout
+
+
 def test_scale_example_runs_replicas():
     app = services(SCALE)["app"]
     assert int(interpolate(app["deploy"]["replicas"])) >= 2
