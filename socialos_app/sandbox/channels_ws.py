@@ -34,6 +34,7 @@ import json
 import re
 import secrets
 import select
+import socket
 import threading
 import time
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -100,11 +101,15 @@ class Connection:
             self._write()
 
     def _write(self):
-        """Send what the protocol has ready (call with ``lock`` held)."""
-        data = b"".join(self.protocol.data_to_send())
-        if data and not self.closed:
+        """Send what the protocol has ready (call with ``lock`` held); b"" means: half-close now."""
+        for data in self.protocol.data_to_send():
+            if self.closed:
+                return
             try:
-                self.sock.sendall(data)
+                if data:
+                    self.sock.sendall(data)
+                else:  # the closing handshake is over: the server closes the TCP connection first
+                    self.sock.shutdown(socket.SHUT_WR)
             except OSError:
                 self.closed = True
 
