@@ -363,7 +363,7 @@ def test_webhooks_are_signed_and_tell_occupied_added_removed_vacated(box, client
 
     def about_room():
         found = []
-        for headers, body in list(hooks.received):
+        for _headers, body in list(hooks.received):
             payload = json.loads(body)
             found += [(e["name"], e.get("user_id")) for e in payload["events"] if e["channel"] == room]
         return found

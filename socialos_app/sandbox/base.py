@@ -65,7 +65,7 @@ class JSONHandler(BaseHTTPRequestHandler):
     # kept-alive connection waits ~40 ms for the client's delayed ACK.
     disable_nagle_algorithm = True
 
-    def log_message(self, format, *args):  # quiet: tests read answers, not logs
+    def log_message(self, *args):  # quiet: tests read answers, not logs
         pass
 
     # -- request helpers -------------------------------------------------

@@ -163,7 +163,8 @@ def _refusal(path, key):
     if not match:
         return 4005, "Path not found"
     if not hmac.compare_digest(unquote(match.group(1)).encode(), key.encode()):
-        return 4001, f"App key {unquote(match.group(1))[:64]} not in this cluster. Did you forget to specify the cluster?"
+        return 4001, (f"App key {unquote(match.group(1))[:64]} not in this cluster. "
+                      "Did you forget to specify the cluster?")
     protocol = parse_qs(url.query).get("protocol", [""])[-1]
     if not protocol:
         return 4008, "No protocol version supplied"
