@@ -19,7 +19,6 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import Sandbox, free_port
 
 from socialos_app import pusher as ours
 from socialos_app.errors import (
@@ -33,6 +32,7 @@ from socialos_app.errors import (
 )
 from socialos_app.http import Transport
 from socialos_app.settings import DEMO_PUSHER, Settings
+from support import Sandbox, free_port
 
 APP, KEY, SECRET = (DEMO_PUSHER[v] for v in ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET"))
 
