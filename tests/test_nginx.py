@@ -65,7 +65,7 @@ def render(port, upstream):
     text = TEMPLATE.read_text()
     values = {"NGINX_PORT": str(port), "APP_UPSTREAM": upstream}
     if shutil.which("envsubst"):
-        shell_format = " ".join("${%s}" % name for name in VARIABLES)
+        shell_format = " ".join(f"${{{name}}}" for name in VARIABLES)
         done = subprocess.run(["envsubst", shell_format], input=text, capture_output=True, text=True,
                               env={"PATH": os.environ.get("PATH", ""), **values}, check=True)
         return done.stdout
@@ -259,7 +259,7 @@ def exchange(port, raw, timeout=5):
         while time.monotonic() < deadline:
             try:
                 chunk = s.recv(65536)
-            except (ConnectionResetError, socket.timeout):
+            except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
                 break
