@@ -86,8 +86,7 @@ def safe_next(value, default="/dashboard"):
 
 def explain(exc):
     """An upstream failure in words a user understands: which service, and what went wrong."""
-    label = getattr(exc, "label", None) or f"the {getattr(exc, 'service', '') or 'upstream service'}"
-    label = label[0].upper() + label[1:]
+    label = exc.label[:1].upper() + exc.label[1:]
     if isinstance(exc, UpstreamUnavailable):
         reason = getattr(exc, "reason", "")
         if reason == "refused":
@@ -159,7 +158,7 @@ class Root:
 
     @cherrypy.expose
     @cherrypy.tools.allow(methods=["GET", "POST"])
-    def login(self, username="", password="", next="", reason="", notice="", **_ignored):
+    def login(self, username="", password="", next="", reason="", notice="", **_ignored):  # noqa: A002 - the form field is named next
         request = cherrypy.serving.request
         next_path = safe_next(next, "")
         if request.method == "GET":

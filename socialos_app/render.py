@@ -6,15 +6,16 @@ re-labels in the viewer's own zone when scripts run.
 """
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import cherrypy
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 
+from . import resources
+
 __all__ = ["TEMPLATES", "ago", "plural", "render", "when"]
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = resources.root() / "templates"  # the checkout's, or the copy inside the installed wheel
 
 _env = Environment(
     loader=FileSystemLoader(str(TEMPLATES)),

@@ -11,12 +11,12 @@ from html import unescape
 
 import pytest
 import requests
-from conftest import csrf_from, sign_in
-from support import free_port, wait_for
 
+from conftest import csrf_from, sign_in
 from socialos_app.devices import describe
 from socialos_app.pages import notice_text, safe_next
 from socialos_app.render import plural
+from support import free_port, wait_for
 
 CHROME_LINUX = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
                 "Chrome/126.0.0.0 Safari/537.36")
