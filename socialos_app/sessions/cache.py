@@ -92,9 +92,22 @@ class SessionCache:
             self._epoch += 1
 
     def touched(self, record_id, accessed):
-        """Only ``accessed`` changed: update the entry rather than reloading it."""
+        """Only ``accessed`` changed: the entry takes the stored value (events arrive in
+        commit order, so the last one is what the database holds), without a reload."""
         with self._lock:
             record = self._entries.get(record_id)
-            if record is not None and isinstance(accessed, datetime) and accessed > record.accessed:
+            if record is not None:
+                if isinstance(accessed, datetime):
+                    self._entries[record_id] = replace(record, accessed=accessed)
+                else:
+                    del self._entries[record_id]
+            self._epoch += 1
+
+    def touched_here(self, record_id, accessed):
+        """This instance just touched a record: move the entry forward (never back) until
+        the stream's own event confirms it, so concurrent requests don't touch again."""
+        with self._lock:
+            record = self._entries.get(record_id)
+            if record is not None and accessed > record.accessed:
                 self._entries[record_id] = replace(record, accessed=accessed)
             self._epoch += 1

@@ -245,7 +245,7 @@ class SessionEngine:
             self.store.touch(record.id, now)
             record = replace(record, accessed=now)
             if cache is not None:
-                cache.touched(record.id, now)
+                cache.touched_here(record.id, now)
         return record
 
     def credentials(self, token, record):
