@@ -8,7 +8,7 @@ schema documents use it), but the hot path talks to pymongo collections
 directly: mongoengine's query building costs more than the round trip.
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import mongoengine as me
 from pymongo.errors import PyMongoError
@@ -68,5 +68,5 @@ def guarded(fn, *args, **kwargs):
 
 def utcnow():
     """Naive UTC with millisecond precision, as MongoDB stores and returns it."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)

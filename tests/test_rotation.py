@@ -93,7 +93,7 @@ def test_concurrent_first_requests_after_a_rotation_on_two_instances(start_app, 
     k1, k2 = secrets.token_bytes(32), secrets.token_bytes(32)
     a = start_app(MONGODB_URI=uri, SECURE_KEY=k1.hex())
     browsers = []
-    for i in range(8):
+    for _ in range(8):
         s, answer = sign_in(a, "demo", "demo")
         assert answer.status_code == 303
         browsers.append(s.cookies["session"])

@@ -30,7 +30,8 @@ class Reads(monitoring.CommandListener):
         self.count = 0
 
     def started(self, event):
-        if event.command_name in ("find", "aggregate") and "$changeStream" not in str(event.command.get("pipeline", "")):
+        stream = "$changeStream" in str(event.command.get("pipeline", ""))
+        if event.command_name in ("find", "aggregate") and not stream:
             with self.lock:
                 self.count += 1
 

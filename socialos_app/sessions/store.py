@@ -39,8 +39,9 @@ class SessionRecord:
     handle: str = ""      # short public id, to name a device in the owner's list
     user_agent: str = ""
     address: str = ""
-    key_ref: bytes = field(default=b"", repr=False)  # server-sealed upstream key token (empty in records made before it existed)
-    tag: bytes = field(default=b"", repr=False)      # HMAC over the rest (empty in records made before it existed)
+    # The server-sealed upstream key token, and the tag (both empty in records made before them).
+    key_ref: bytes = field(default=b"", repr=False)
+    tag: bytes = field(default=b"", repr=False)
 
 
 class SessionStore(ABC):
