@@ -52,10 +52,7 @@ def sign_in(services, username, password, *, user_agent="", address="", old_toke
     if (not USERNAME.fullmatch(username) or not isinstance(password, str)
             or not password or len(password) > MAX_PASSWORD):
         raise WrongCredentials()
-    if hasattr(services.throttle, "reserve"):
-        wait = services.throttle.reserve(username, address)
-    else:  # TRANSITION: the throttle before reserve()
-        wait = services.throttle.blocked(username, address)
+    wait = services.throttle.reserve(username, address)
     if wait:
         metrics.sign_in("throttled")
         security_event("sign_in_throttled", user=username, address=address, wait=wait)
@@ -63,8 +60,6 @@ def sign_in(services, username, password, *, user_agent="", address="", old_toke
     try:
         key = services.socialos.create_key(username, password, ttl=services.settings.session_ttl)
     except Unauthorized:
-        if not hasattr(services.throttle, "reserve"):  # TRANSITION
-            services.throttle.failed(username, address)
         metrics.sign_in("wrong")
         security_event("sign_in_failed", user=username, address=address)
         raise WrongCredentials() from None

@@ -46,8 +46,6 @@ class SignedIn:
     @cached_property
     def credentials(self):
         """The session's upstream API key (``Credentials``), or None if it won't open."""
-        if not hasattr(self._engine, "credentials"):  # TRANSITION
-            return cherrypy.serving.request._transition_credentials
         return self._engine.credentials(self.token, self.record)
 
     @cached_property
@@ -137,8 +135,6 @@ def resolve_session(engine, socialos, cookie_name, secure, required=True):
     if token:
         try:
             record = engine.resume(token)
-            if isinstance(record, tuple):  # TRANSITION: engine before lazy credentials
-                record, request._transition_credentials = record
         except StoreUnavailable:
             # A state-changing request (e.g. /pusher/auth) can't be served without it either.
             if (required or request.method in STATE_CHANGING) and _found(request):
@@ -225,14 +221,14 @@ def check_csrf(keyring, precookie_name, secure, precookie=False, soft=False):
         morsel = request.cookie.get(precookie_name)
         value = morsel.value if morsel is not None else ""
         binding = "login:" + value if PRECOOKIE.fullmatch(value or "") else ""
-    request.csrf_token = keyring.current.csrf_token(binding) if binding else ""
+    request.csrf_token = keyring.csrf_token(binding) if binding else ""
 
     failed = False
     if request.method in STATE_CHANGING:
         given = request.params.pop("csrf_token", None) or request.headers.get("X-CSRF-Token")
         if isinstance(given, list):
             given = given[0]
-        failed = not binding or not any(key.check_csrf(binding, given) for key in keyring.keys)
+        failed = not binding or not keyring.check_csrf(binding, given)
         if failed:
             metrics.security("csrf_refused")
             security_event("csrf_refused", path=request.path_info,
@@ -240,7 +236,7 @@ def check_csrf(keyring, precookie_name, secure, precookie=False, soft=False):
     if signed_in is None and precookie and (failed or not binding):
         value = secrets.token_urlsafe(32)  # a new pre-session cookie: a fresh form, a fresh token
         set_cookie(precookie_name, value, secure)
-        request.csrf_token = keyring.current.csrf_token("login:" + value)
+        request.csrf_token = keyring.csrf_token("login:" + value)
     if failed:
         if not soft:
             raise cherrypy.HTTPError(403, "This form has expired or did not come from this site. "

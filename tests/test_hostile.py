@@ -145,8 +145,8 @@ def test_any_sign_in_post_is_answered_calmly(app, login_form, username, password
         # Only the right password signs in, and only to a page of this site.
         assert issued and isinstance(username, str) and username.strip() == "demo" and password == "demo"
         target = answer.headers["Location"]
-        assert target.startswith(app.base + "/") and not target.startswith(app.base + "//")
-        assert not target[len(app.base):].startswith("/login") and "\\" not in target
+        assert target.startswith("/") and not target.startswith("//")
+        assert not target.startswith("/login") and "\\" not in target
     else:
         assert not issued
         assert answer.status_code in (200, 400, 403, 413, 429)
