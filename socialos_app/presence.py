@@ -21,8 +21,10 @@ answered 200 and not applied again).
 
 import hashlib
 import json
+import queue
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -47,9 +49,40 @@ MAX_WEBHOOK_EVENTS = 100     # per webhook body; Pusher batches far fewer
 WEBHOOK_WINDOW_MS = 300_000  # Pusher's libraries refuse webhooks older (or newer) than this
 RETRY_AFTER = "5"
 
-# Profile lookups and Pusher's calls of all views share these threads; each
-# call is bounded by the upstream timeout, so a slow upstream can't pile them up.
-_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="presence")
+class _Lookups:
+    """A small pool of daemon threads for the page's upstream calls, returning Futures.
+
+    Not a ThreadPoolExecutor: its threads are not daemons, and CherryPy's exit
+    waits for every non-daemon thread, so an idle pool would hold up every stop.
+    Each call is bounded by the upstream timeout, so a slow upstream can't pile them up.
+    """
+
+    def __init__(self, size):
+        self.size, self.jobs, self.lock, self.threads = size, queue.SimpleQueue(), threading.Lock(), []
+
+    def submit(self, fn, *args):
+        with self.lock:
+            if not self.threads:
+                self.threads = [threading.Thread(target=self._work, name=f"presence-{i}", daemon=True)
+                                for i in range(self.size)]
+                for thread in self.threads:
+                    thread.start()
+        future = Future()
+        self.jobs.put((future, fn, args))
+        return future
+
+    def _work(self):
+        while True:
+            future, fn, args = self.jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # the view gave up on it before it started
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the view through the future
+                future.set_exception(exc)
+
+
+_pool = _Lookups(16)
 
 
 def _json(status, payload, retry_after=None):
