@@ -14,8 +14,10 @@ BENCH_STAMP := $(VENV)/.installed-bench-$(SUM)
 
 # The shared step: everything `make run` and `make test` need.
 install: $(if $(wildcard $(BENCH_STAMP)),,$(TEST_STAMP))
+	@$(BIN)/python scripts/fetch_assets.py  # pinned pusher-js into static/vendor (npm pack, hash-checked)
 # `make run` needs the runtime and embedded mode only (a bigger install already covers it).
 install-run: $(if $(wildcard $(TEST_STAMP) $(BENCH_STAMP)),,$(RUN_STAMP))
+	@$(BIN)/python scripts/fetch_assets.py
 install-bench: $(BENCH_STAMP)
 
 define pip_install

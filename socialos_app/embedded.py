@@ -42,6 +42,13 @@ def ports_in_use(settings):
     return problems
 
 
+def _loopback(host):
+    """How a local process reaches an app listening on ``host`` (the wildcard via loopback)."""
+    if host in ("", "0.0.0.0", "::", "localhost"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 class EmbeddedPlugin(SimplePlugin):
     """SecantusDB (data under DATA_DIR) and ``python -m socialos_app.sandbox`` on loopback.
 
@@ -68,7 +75,9 @@ class EmbeddedPlugin(SimplePlugin):
         except OSError as exc:
             raise EmbeddedFailed(f"DATA_DIR={s.data_dir} can't be used: {exc.strerror or exc}") from None
         env = {**os.environ, "PUSHER_APP_ID": s.pusher_app_id, "PUSHER_KEY": s.pusher_key,
-               "PUSHER_SECRET": s.pusher_secret}
+               "PUSHER_SECRET": s.pusher_secret,
+               # The Pusher sandbox sends its signed webhooks to this app, as Pusher would.
+               "SANDBOX_WEBHOOK_URL": f"http://{_loopback(s.host)}:{s.port}/pusher/webhook"}
         steps = [
             (Database(s.embedded_db_port, data / "db", log_path=self.log_path, die_with_parent=True),
              f"SecantusDB on 127.0.0.1:{s.embedded_db_port} (EMBEDDED_DB_PORT)"),
