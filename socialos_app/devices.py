@@ -12,6 +12,7 @@ import re
 
 __all__ = ["browser_of", "describe", "system_of"]
 
+SHOWN = 40  # characters of a user agent we can't name, shown as it is
 # Order matters: the first match wins, and later browsers' tokens appear in
 # earlier ones' headers (every Chromium browser also says "Chrome" and "Safari").
 _BROWSERS = (
@@ -54,9 +55,15 @@ def system_of(user_agent):
 
 
 def describe(user_agent):
-    """A short label for a device: "Chrome on Linux", "Firefox", "Unknown browser on Windows"."""
-    user_agent = user_agent if isinstance(user_agent, str) else ""
+    """A short label for a device: "Chrome on Linux", "Firefox", "Unknown browser on Windows".
+
+    A header we can't read at all is shown as it is, shortened: it is the
+    only thing that tells that device apart.
+    """
+    user_agent = user_agent.strip() if isinstance(user_agent, str) else ""
     browser, system = browser_of(user_agent), system_of(user_agent)
     if not browser and not system:
-        return "Unknown browser"
+        if not user_agent:
+            return "Unknown browser"
+        return user_agent if len(user_agent) <= SHOWN else user_agent[:SHOWN - 1] + "…"
     return f"{browser or 'Unknown browser'} on {system}" if system else browser

@@ -32,7 +32,7 @@ GET_PAGES = frozenset({"/", "/dashboard", "/presence", "/admin", "/devices", "/a
 # The one-time messages, by code. ``{n}`` is the count passed as ``n``.
 NOTICES = {
     "signed-out": "You have signed out.",
-    "expired": "Your session expired. Please sign in again.",
+    "expired": "Your session has ended. Please sign in again.",
     # The session tool can't tell these two apart: the record is gone either way.
     "ended": "This browser was signed out: its session was ended from another device, or it expired. "
              "Please sign in again.",
@@ -173,7 +173,7 @@ class Root:
             return self._login_form(next_path, "This form had expired, so you were not signed in. "
                                     "Please enter your password again.", username, 403)
         if not username or not isinstance(password, str) or not password:
-            return self._login_form(next_path, "Enter a username and a password.", username, 400)
+            return self._login_form(next_path, "Enter a username and a password.", username)
         svc = self.services
         old = request.cookie.get(svc.cookie_name)
         try:

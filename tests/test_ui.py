@@ -63,7 +63,8 @@ def device_handles(html):
      "HeadlessChrome/126.0.0.0 Safari/537.36"), "Chrome on Linux"),
     ("curl/8.5.0", "curl"),
     ("", "Unknown browser"),
-    ("SomethingElse/1.0", "Unknown browser"),
+    ("SomethingElse/1.0", "SomethingElse/1.0"),
+    ("x" * 60, "x" * 39 + "…"),
 ])
 def test_devices_are_named_as_people_know_them(user_agent, expected):
     assert describe(user_agent) == expected
@@ -104,7 +105,7 @@ def test_sign_out_says_so_and_a_made_up_notice_is_not_shown(app):
     assert "pwned" not in forged.text
 
 
-@pytest.mark.parametrize("reason, words", [("expired", "Your session expired"),
+@pytest.mark.parametrize("reason, words", [("expired", "Your session has ended."),
                                            ("ended", "ended from another device")])
 def test_sign_in_page_says_why_a_session_ended(app, reason, words):
     page = requests.get(app.url(f"/login?reason={reason}"), timeout=10)
