@@ -289,7 +289,8 @@ def _back_to_head():
 
 
 cherrypy.tools.head_as_get = cherrypy.Tool("before_handler", head_as_get, priority=20)
-cherrypy.tools.known_paths = cherrypy.Tool("before_handler", known_paths, priority=30)
+# After the session tool, so a signed-in 404 page still offers the way back to the dashboard.
+cherrypy.tools.known_paths = cherrypy.Tool("before_handler", known_paths, priority=45)
 cherrypy.tools.socialos_session = cherrypy.Tool("before_handler", resolve_session, priority=40)
 cherrypy.tools.csrf = cherrypy.Tool("before_handler", check_csrf, priority=60)
 cherrypy.tools.upstream_errors = cherrypy.Tool("before_handler", translate_errors, priority=70)
