@@ -64,6 +64,7 @@ class Settings:
     admin_password: str = ""
     session_ttl: int = 3600
     session_max_age: int = 86400
+    session_cache_size: int = 10000
     cookie_secure: bool = True
     pusher_app_id: str = ""
     pusher_key: str = ""
@@ -327,6 +328,7 @@ VARIABLES = (
     Variable("SOCIALOS_ADMIN_PASSWORD", "admin_password"),
     Variable("SESSION_TTL", "session_ttl", _int(60, 30 * 86400)),
     Variable("SESSION_MAX_AGE", "session_max_age", _int(60, 365 * 86400)),
+    Variable("SESSION_CACHE_SIZE", "session_cache_size", _int(0, 10_000_000)),
     Variable("COOKIE_SECURE", "cookie_secure", _flag),
     Variable("PUSHER_APP_ID", "pusher_app_id"),
     Variable("PUSHER_KEY", "pusher_key"),

@@ -65,7 +65,7 @@ def build_services(settings):
     keyring = Keyring(settings.secure_key, settings.secure_key_previous)
     engine = SessionEngine(MongoSessionStore(database()["sessions"]), keyring, settings.session_ttl,
                            settings.session_max_age,
-                           cache_size=getattr(settings, "session_cache_size", 0))
+                           cache_size=settings.session_cache_size)
     transport = http.Transport.from_settings(settings)  # one pooled session, shared by both clients
     services = Services(settings=settings, keyring=keyring, engine=engine,
                         socialos=SocialOS.from_settings(settings, transport))
