@@ -8,6 +8,7 @@ sandboxes). A start that can't happen is one line on stderr and one of these
 exit statuses, never a traceback:
 
     0  stopped cleanly (SIGTERM, Ctrl-C), or --check-config found nothing wrong
+    1  anything else that stopped the start (a bug: the line says what and where)
     2  a bad or missing setting (every one is listed), or a bad command line
     3  a port the app needs is taken (named with its setting), or HOST isn't an address here
     4  embedded mode's database or sandboxes did not start (see DATA_DIR/embedded.log)
@@ -17,6 +18,7 @@ import argparse
 import logging
 import sys
 import threading
+import traceback
 from pathlib import Path
 
 import cherrypy
@@ -25,9 +27,9 @@ from cherrypy.lib import reprconf
 from . import logs, resources
 from . import settings as settings_mod
 
-__all__ = ["main", "EXIT_OK", "EXIT_BAD_SETTINGS", "EXIT_PORT_TAKEN", "EXIT_EMBEDDED_FAILED"]
+__all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_SETTINGS", "EXIT_PORT_TAKEN", "EXIT_EMBEDDED_FAILED"]
 
-EXIT_OK, EXIT_BAD_SETTINGS, EXIT_PORT_TAKEN, EXIT_EMBEDDED_FAILED = 0, 2, 3, 4
+EXIT_OK, EXIT_FAILED, EXIT_BAD_SETTINGS, EXIT_PORT_TAKEN, EXIT_EMBEDDED_FAILED = 0, 1, 2, 3, 4
 PROG = "socialos-app"
 log = logging.getLogger("socialos")
 
@@ -72,27 +74,60 @@ def check_config(args, conf):
     return EXIT_OK
 
 
-def _once(stop):
-    """A signal handler that acts on the first signal only: a second SIGTERM (a process
-    group signalled twice, an impatient Ctrl-C) must not race the first shutdown."""
-    lock = threading.Lock()
+class _Shutdown:
+    """SIGTERM/SIGINT: act on the first signal only, and not before the server is up.
 
-    def handler():
-        if lock.acquire(blocking=False):
-            stop()
-    return handler
+    A second signal (a process group signalled twice, an impatient Ctrl-C)
+    must not race the first shutdown; one that arrives while the HTTP server
+    is still starting is kept until it has started, so stopping it stops it.
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.ready = False
+        self.asked = False
+        self.lock = threading.Lock()
+
+    def signal(self):
+        with self.lock:
+            first, self.asked = not self.asked, True
+            go = first and self.ready
+        if go:
+            self.engine.exit()
+
+    def started(self):
+        """The server is up: True when a signal is already waiting (and now acted on)."""
+        with self.lock:
+            self.ready = True
+            waiting = self.asked
+        if waiting:
+            self.engine.exit()
+        return waiting
 
 
 def banner(s):
-    print(f"{PROG} listening on http://{s.host}:{s.port}", flush=True)
+    """What a person reads as "ready": printed only once the server and every child answer."""
+    lines = [f"{PROG} listening on http://{s.host}:{s.port}"]
     if s.embedded:
-        print("  embedded mode: sign in as demo / demo (admin / admin is an admin)", flush=True)
-        print(f"  Social OS sandbox: {s.api_url} (admin API {s.admin_url})", flush=True)
-        print(f"  Pusher sandbox:    {s.pusher_base_url} (app {s.pusher_app_id})", flush=True)
-        print(f"  data: {Path(s.data_dir).resolve()}", flush=True)
+        lines += ["  embedded mode: sign in as demo / demo (admin / admin is an admin)",
+                  f"  Social OS sandbox: {s.api_url} (admin API {s.admin_url})",
+                  f"  Pusher sandbox:    {s.pusher_base_url} (app {s.pusher_app_id})",
+                  f"  data: {Path(s.data_dir).resolve()}"]
+    if s.log_format == "json":  # stdout stays one JSON object per line
+        log.info(" | ".join(line.strip() for line in lines),
+                 extra={"fields": {"url": f"http://{s.host}:{s.port}", "embedded": s.embedded}})
+    else:
+        print("\n".join(lines), flush=True)
 
 
 def main(argv=None):
+    try:
+        return _main(argv)
+    except Exception:  # noqa: BLE001 - a bug at start-up: one line saying what and where, not a traceback
+        return fail(f"could not start: {logs.fold_traceback(traceback.format_exc())}", EXIT_FAILED)
+
+
+def _main(argv):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     conf_files = conf_dir()
     server_conf = conf_files / "server.conf"
@@ -136,7 +171,8 @@ def main(argv=None):
     server = cherrypy.server
     server.unsubscribe()
     engine.subscribe("stop", server.stop)
-    engine.signal_handler.handlers = {"SIGTERM": _once(engine.exit), "SIGINT": _once(engine.exit)}
+    shutdown = _Shutdown(engine)
+    engine.signal_handler.handlers = {"SIGTERM": shutdown.signal, "SIGINT": shutdown.signal}
     engine.signal_handler.subscribe()
     engine.subscribe("stop", lambda: log.info("stopping"), priority=10)
     engine.start()
@@ -145,7 +181,8 @@ def main(argv=None):
     except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback
         engine.exit()
         return fail(f"could not listen on {s.host}:{s.port} (HOST, PORT): {exc}", EXIT_PORT_TAKEN)
-    banner(s)
+    if not shutdown.started():
+        banner(s)
     engine.block()
     return EXIT_OK
 

@@ -3,14 +3,15 @@ and `--check-config` as an operator runs it."""
 
 import hashlib
 import os
-import secrets
 import signal
+import socket
 import subprocess
 
 import pytest
 import requests
 
 from conftest import sign_in
+from socialos_app.cli import EXIT_PORT_TAKEN
 from support import PYTHON, ROOT, App, free_port, port_open, wait_for
 
 SCRUB = ("MONGODB_", "SECURE_KEY", "SOCIALOS_", "PUSHER_", "SESSION_", "COOKIE_", "SANDBOX_",
@@ -32,13 +33,13 @@ def embedded(tmp_path):
     port = free_port()
     started = []
 
-    def start():
-        app = App(env, port=port).start()
+    def start(*args):
+        app = App(env, port=port, args=args).start()
         started.append(app)
         wait_for(lambda: requests.get(app.url("/healthz"), timeout=2).status_code == 200, 30,
                  "embedded app healthy")
         # The banner is the last thing start-up does: a person reads it as "ready".
-        wait_for(lambda: f"http://127.0.0.1:{port}" in app.proc.output(), 10, "the banner")
+        wait_for(lambda: f":{port}" in app.proc.output() and "listening" in app.proc.output(), 10, "the banner")
         return app
 
     start.ports = ports
@@ -106,58 +107,57 @@ def test_embedded_key_is_private_and_kept_so_sessions_survive_a_restart(embedded
     wait_for(lambda: not any(port_open(p) for p in embedded.ports.values()), 15, "children gone")
 
 
-# -- --check-config ------------------------------------------------------------------
-SECRETS = {
-    "SECURE_KEY": secrets.token_hex(32),
-    "SOCIALOS_ADMIN_PASSWORD": "adm-" + secrets.token_hex(8),
-    "PUSHER_SECRET": "psh-" + secrets.token_hex(8),
-    "MONGODB_URI": f"mongodb://ops:db-{secrets.token_hex(8)}@127.0.0.1:1/prod",
-}
-
-
-def production(**overrides):
-    env = clean_env(**SECRETS, SOCIALOS_API_URL="https://api.example.test/api",
-                    SOCIALOS_ADMIN_URL="https://api.example.test/admin", SOCIALOS_ADMIN_USER="ops",
-                    PUSHER_APP_ID="123", PUSHER_KEY="public-key")
-    for name, value in overrides.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = str(value)
-    return env
-
-
-def check_config(env):
-    return subprocess.run([PYTHON, "app.py", "--check-config"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=30)
-
-
-@pytest.mark.parametrize("override,name", [
-    ({"SECURE_KEY": secrets.token_hex(8)}, "SECURE_KEY"),
-    ({"SECURE_KEY": "00" * 32}, "SECURE_KEY"),
-    ({"SOCIALOS_API_URL": None}, "SOCIALOS_API_URL"),
-    ({"PUSHER_SECRET": None}, "PUSHER_SECRET"),
-    ({"SESSION_TTL": "soon"}, "SESSION_TTL"),
-], ids=["short-key", "weak-key", "no-api-url", "no-pusher-secret", "bad-ttl"])
-def test_check_config_refuses_a_bad_setting_with_one_line_naming_it(override, name):
-    result = check_config(production(**override))
-    assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+# -- ports: every one checked before anything starts ----------------------------------------
+@pytest.mark.parametrize("setting", ["PORT", "SANDBOX_API_PORT", "SANDBOX_PUSHER_PORT", "EMBEDDED_DB_PORT"])
+def test_a_taken_port_stops_the_start_with_one_line_naming_it(tmp_path, setting):
+    ports = {"PORT": free_port(), "SANDBOX_API_PORT": free_port(), "SANDBOX_PUSHER_PORT": free_port(),
+             "EMBEDDED_DB_PORT": free_port()}
+    data = tmp_path / "data"
+    with socket.socket() as squatter:  # someone else's server (another SecantusDB, another app...)
+        squatter.bind(("127.0.0.1", ports[setting]))
+        squatter.listen()
+        result = subprocess.run([PYTHON, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+                                env=clean_env(DATA_DIR=data, **ports))
+    assert result.returncode == EXIT_PORT_TAKEN == 3
+    lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert name in lines[0]
-    assert "Traceback" not in result.stderr
-    for value in SECRETS.values():
-        assert value not in result.stderr + result.stdout
+    assert f"{setting}={ports[setting]}" in lines[0] and "in use" in lines[0]
+    assert "Traceback" not in result.stderr and "listening" not in result.stdout
+    # Nothing was started: no data directory, none of the other ports taken, no child left behind.
+    assert not data.exists()
+    assert not any(port_open(port) for name, port in ports.items() if name != setting)
+    assert not children_of_data_dir(data)
 
 
-def test_check_config_prints_the_settings_with_secrets_masked():
-    result = check_config(production(SESSION_TTL="1800"))
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
-    assert "session_ttl = 1800" in out
-    assert "api_url = https://api.example.test/api" in out
-    assert "admin_user = ops" in out
-    assert "secure_key = ****" in out
-    for value in SECRETS.values():
-        assert value not in out and value not in result.stderr
-    assert SECRETS["MONGODB_URI"].split("@")[0].split(":")[-1] not in out  # not even the password part
+def children_of_data_dir(data):
+    """Processes whose command line names this DATA_DIR (SecantusDB keeps its data there)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if str(data).encode() in cmdline:
+                found.append(int(pid))
+    return found
+
+
+def test_embedded_children_do_not_outlive_a_killed_app(embedded):
+    app = embedded()
+    data = embedded.data_dir
+    assert children_of_data_dir(data), "SecantusDB should be running with its data under DATA_DIR"
+    os.kill(app.proc.proc.pid, signal.SIGKILL)  # no chance to clean up: the children must notice
+    app.proc.proc.wait(10)
+    wait_for(lambda: not any(port_open(p) for p in embedded.ports.values()), 15, "children gone")
+    wait_for(lambda: not children_of_data_dir(data), 15, "no orphan")
+
+
+def test_embedded_mode_on_any_address_sets_cookies_plain_http_can_keep(embedded):
+    app = embedded("--host", "0.0.0.0")
+    assert f"http://0.0.0.0:{app.port}" in app.proc.output()
+    s, answer = sign_in(app, "demo", "demo")
+    assert answer.status_code == 303
+    cookie = answer.headers["Set-Cookie"]
+    assert cookie.startswith("session=") and "secure" not in cookie.lower()
+    assert s.get(app.url("/dashboard"), allow_redirects=False, timeout=10).status_code == 200

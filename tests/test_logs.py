@@ -1,0 +1,204 @@
+"""Logs as an operator reads them: one line per event with one timestamp, JSON on
+request, a request id end to end, and no secret in anything logged, whoever logged it."""
+
+import json
+import logging
+import re
+import secrets
+import socket
+import time
+
+import pytest
+import requests
+
+from conftest import csrf_from, sign_in
+from socialos_app.logs import RateLimitFilter, ScrubFilter, TextFormatter, scrub
+from support import App, app_env, wait_for
+
+ISO = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+CHERRYPY_DATE = re.compile(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\]")
+# Everything this module's apps were given or made that must never reach a log.
+SEEN_SECRETS = []
+
+
+@pytest.fixture(scope="module")
+def json_app(db, sandbox):
+    server = App(app_env(db, sandbox, LOG_FORMAT="json", LOG_LEVEL="INFO", LOGIN_MAX_FAILURES="1000")).start()
+    SEEN_SECRETS.append(server.env["SECURE_KEY"])
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def text_app(db, sandbox):
+    server = App(app_env(db, sandbox, LOG_LEVEL="INFO")).start()
+    SEEN_SECRETS.append(server.env["SECURE_KEY"])
+    yield server
+    server.stop()
+
+
+def json_lines(app):
+    out = []
+    for line in app.proc.output().splitlines():
+        if line.strip():
+            out.append(json.loads(line))  # every line is one JSON object
+    return out
+
+
+def request_line(app, rid, timeout=10):
+    """The JSON request line carrying ``rid`` (written after the answer is sent: poll)."""
+    def find():
+        return next((e for e in json_lines(app) if e.get("request_id") == rid and "status" in e), None)
+    return wait_for(find, timeout, f"the request line of {rid}")
+
+
+def signed_in_session(app):
+    s, answer = sign_in(app)
+    assert answer.status_code == 303, answer.text
+    token = next(c.value for c in s.cookies if c.name in ("session", "__Host-session"))
+    SEEN_SECRETS.append(token)
+    return s, token
+
+
+# -- format ---------------------------------------------------------------------------
+def test_json_lines_parse_and_carry_the_request_id(json_app):
+    answer = requests.get(json_app.url("/login"), headers={"User-Agent": "probe/1.0"}, timeout=10)
+    rid = answer.headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{16}", rid)
+    entry = request_line(json_app, rid)
+    assert entry["method"] == "GET" and entry["path"] == "/login" and entry["status"] == 200
+    assert entry["ip"] == "127.0.0.1" and entry["user_agent"] == "probe/1.0"
+    assert ISO.match(entry["time"] + " ") and entry["level"] == "INFO"
+    other = requests.get(json_app.url("/login"), timeout=10).headers["X-Request-ID"]
+    assert other != rid  # one per request
+
+
+def test_an_incoming_request_id_is_honoured_and_a_bad_one_replaced(json_app):
+    mine = "edge-" + secrets.token_hex(6)
+    answer = requests.get(json_app.url("/login"), headers={"X-Request-ID": mine}, timeout=10)
+    assert answer.headers["X-Request-ID"] == mine
+    assert request_line(json_app, mine)["path"] == "/login"
+    for bad in ("has space", "x" * 65, "quote\"d", "semi;colon"):
+        got = requests.get(json_app.url("/login"), headers={"X-Request-ID": bad}, timeout=10).headers["X-Request-ID"]
+        assert got != bad and re.fullmatch(r"[0-9a-f]{16}", got)
+
+
+def test_a_proxied_request_logs_the_client_address_only_when_the_proxy_is_trusted(db, sandbox):
+    trusted = App(app_env(db, sandbox, LOG_FORMAT="json", LOG_LEVEL="INFO", TRUSTED_PROXY="1")).start()
+    try:
+        rid = requests.get(trusted.url("/login"), headers={"X-Forwarded-For": "203.0.113.7"},
+                           timeout=10).headers["X-Request-ID"]
+        assert request_line(trusted, rid)["ip"] == "203.0.113.7"
+    finally:
+        trusted.stop()
+
+
+def test_text_lines_have_one_timestamp_each(text_app):
+    requests.get(text_app.url("/login"), timeout=10)
+    wait_for(lambda: "socialos.request GET /login 200" in text_app.proc.output(), 10, "the request line")
+    lines = [line for line in text_app.proc.output().splitlines() if line.strip()]
+    engine = [line for line in lines if " cherrypy.error " in line]
+    assert engine, "CherryPy's own lines go through the same handler"
+    for line in lines:
+        if line.startswith(("socialos-app listening", "  ")):
+            continue  # the start-up banner, for a person
+        assert ISO.match(line), line
+        assert not CHERRYPY_DATE.search(line), line
+
+
+# -- nothing secret, nothing huge -------------------------------------------------------
+def test_a_stalled_signed_in_post_logs_no_cookie(json_app):
+    s, token = signed_in_session(json_app)
+    csrf = csrf_from(s.get(json_app.url("/dashboard"), timeout=10).text)
+    SEEN_SECRETS.append(csrf)
+    rid = "stall-" + secrets.token_hex(4)
+    body = f"csrf_token={csrf}&x=".encode()
+    head = (f"POST /logout HTTP/1.1\r\nHost: 127.0.0.1:{json_app.port}\r\nCookie: session={token}\r\n"
+            f"Authorization: Basic {secrets.token_urlsafe(12)}\r\nX-Request-ID: {rid}\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body) + 500}\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", json_app.port), timeout=10) as conn:
+        conn.sendall(head.encode() + body)
+        time.sleep(0.3)  # the body is half sent; then the client goes away mid-body
+        conn.shutdown(socket.SHUT_WR)
+        try:
+            conn.recv(65536)
+        except OSError:
+            pass
+    time.sleep(0.5)
+    out = json_app.proc.output()
+    assert token not in out and csrf not in out
+    assert "Cookie:" not in out and "Authorization:" not in out and "Request Headers" not in out
+
+
+def test_an_unknown_charset_is_one_short_line_not_a_traceback(json_app):
+    before = len(json_app.proc.output().splitlines())
+    rid = "charset-" + secrets.token_hex(4)
+    answer = requests.post(json_app.url("/login"), data=b"username=a&password=b",
+                           headers={"Content-Type": "application/x-www-form-urlencoded; charset=bogus-9",
+                                    "X-Request-ID": rid}, timeout=10)
+    assert answer.status_code < 500
+    request_line(json_app, rid)
+    new = json_app.proc.output().splitlines()[before:]
+    others = [line for line in new if json.loads(line).get("request_id") != rid or "status" not in json.loads(line)]
+    assert len(others) <= 1, new
+    for line in new:
+        assert len(line) < 600 and "Traceback" not in line and 'File "' not in line, line
+
+
+def test_the_logs_of_this_module_hold_no_token_password_or_key(json_app, text_app):
+    # Wrong passwords and a signed-in session, so there is something to leak.
+    wrong = "wrong-" + secrets.token_hex(6)
+    SEEN_SECRETS.append(wrong)
+    for app in (json_app, text_app):
+        sign_in(app, "demo", wrong)
+        signed_in_session(app)
+        sign_in(app, "demo", "demo")
+    wait_for(lambda: all(app.proc.output().count("/login") >= 3 for app in (json_app, text_app)), 10, "lines")
+    logs = json_app.proc.output() + text_app.proc.output()
+    assert len(SEEN_SECRETS) >= 6
+    for value in SEEN_SECRETS:
+        assert value not in logs and value.upper() not in logs
+
+
+# -- the filters, in process ----------------------------------------------------------------
+def test_scrub_removes_headers_pairs_url_passwords_tokens_and_known_secrets():
+    token, key = secrets.token_urlsafe(32), secrets.token_hex(32)
+    text = (f"Request Headers:\n  Cookie: session={token}; theme=dark\n  Authorization: Basic dXNlcjpw\n"
+            f"form {{'password': 'hunter2', 'csrf_token': '{key}'}} password=swordfish&x=1 "
+            f"mongodb://ops:S3cret@db/prod token {token} literal zebra-crossing-42")
+    clean = scrub(text, literals=("zebra-crossing-42",))
+    for secret in (token, key, "hunter2", "swordfish", "S3cret", "dXNlcjpw", "zebra-crossing-42"):
+        assert secret not in clean
+    assert "theme=dark" not in clean  # the whole Cookie header goes
+    assert "mongodb://ops:****@db/prod" in clean and "x=1" in clean
+    ordinary = "GET /dashboard 200 3.1ms ip=127.0.0.1 rid=0123456789abcdef sid=1a2b3c4d test_sign_in_and_out_of_the_app"
+    assert scrub(ordinary) == ordinary
+
+
+def test_a_traceback_is_one_line_and_repeats_are_rate_limited():
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(self.format(record))
+
+    logger = logging.getLogger("test.logs.ratelimit")
+    logger.propagate = False
+    handler = Keep()
+    handler.setFormatter(TextFormatter())
+    handler.addFilter(ScrubFilter())
+    handler.addFilter(RateLimitFilter(burst=3, window=60))
+    logger.handlers[:] = [handler]
+    try:
+        for _ in range(40):
+            try:
+                "abc".encode("bogus-9")
+            except LookupError:
+                logger.exception("unhandled error on POST /login")
+        logger.error("something else")
+    finally:
+        logger.handlers[:] = []
+    assert len(records) == 4, records
+    assert all("\n" not in line and ISO.match(line) for line in records)
+    assert "LookupError: unknown encoding: bogus-9" in records[0] and "test_logs.py" in records[0]
+    assert records[-1].endswith("something else")
