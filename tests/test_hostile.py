@@ -83,6 +83,7 @@ RAW_MARKUP = ("<script", "<img", "<svg", "<iframe", "<b>", "</title><", '" autof
 def no_raw_markup(html, payload):
     """The payload's markup does not reach the page as markup (escaped text is fine)."""
     assert payload not in html, payload
+    html = html.replace('<script src="/static/app.js" defer></script>', "")  # every page's own script
     for needle in RAW_MARKUP:
         assert needle not in html, needle
 
