@@ -1,5 +1,6 @@
 """Operating the app: several instances on one database, graceful stop, request logs."""
 
+import re
 import threading
 import time
 
@@ -21,13 +22,17 @@ def test_two_instances_share_sessions_and_sign_out_is_seen_at_once(db, sandbox):
         on_b = requests.get(b.url("/dashboard"), cookies={"session": cookie}, allow_redirects=False)
         assert on_b.status_code == 200 and "Demo User" in on_b.text
 
-        # Signing out on B ends the session on A at once (no cache between them).
+        # Signing out on B ends the session on A within moments (A's cache hears of it
+        # through the change stream; the benchmark measures the p99).
         token = csrf_from(on_b.text)
         out = requests.post(b.url("/logout"), data={"csrf_token": token},
                             cookies={"session": cookie}, allow_redirects=False)
         assert out.status_code == 303
-        again = requests.get(a.url("/dashboard"), cookies={"session": cookie}, allow_redirects=False)
-        assert again.status_code == 303 and again.headers["Location"].endswith("/login?next=%2Fdashboard")
+
+        def refused_on_a():
+            again = requests.get(a.url("/dashboard"), cookies={"session": cookie}, allow_redirects=False)
+            return again.status_code == 303 and again.headers["Location"].startswith("/login?next=%2Fdashboard")
+        wait_for(refused_on_a, 2, "the sign-out on B refused on A")
     finally:
         a.stop()
         b.stop()
@@ -66,7 +71,7 @@ def test_request_log_has_one_line_per_request_and_no_secrets(db, sandbox):
     out = app.proc.output()
     lines = [line for line in out.splitlines() if " GET /dashboard " in line]
     assert len(lines) == 1
-    assert " 200 " in lines[0] and "ms sid=" in lines[0]
+    assert " 200 " in lines[0] and re.search(r" [0-9.]+ms .*sid=[0-9a-f]{8}", lines[0])
     assert "sid=-" not in lines[0]
     for secret in (cookie, app.env["SECURE_KEY"], "password=demo", "secret-search-term"):
         assert secret not in out
