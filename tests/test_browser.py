@@ -5,16 +5,14 @@ records console errors and uncaught page errors; a CSP violation or a broken
 script shows up there, and any such error fails the test.
 """
 
-import base64
-import hashlib
+import importlib.util
 import os
 import shutil
-import subprocess
-import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
+
+from socialos_app.assets import Asset, local_path
 
 pytestmark = pytest.mark.browser
 
@@ -24,11 +22,15 @@ CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/c
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 PHONE, DESKTOP = {"width": 390, "height": 844}, {"width": 1280, "height": 800}
 
-# axe-core, pinned and integrity-checked (npm's sha512 of the tarball), fetched
-# once with `npm pack` into a cache outside the tree.
-AXE_VERSION = "4.14.1"
-AXE_INTEGRITY = "sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtuFooJpZe37OgudVGtQ=="
-AXE_CACHE = ROOT / "var" / "test-assets" / f"axe-core-{AXE_VERSION}.min.js"
+# axe-core, pinned like the app's own browser assets (socialos_app/assets.py) and
+# fetched, checked and cached by the same scripts/fetch_assets.py, on first use.
+AXE = Asset(
+    package="axe-core",
+    version="4.14.1",
+    integrity="sha512-FHfa+lmNjQZfJz1q8wKqIDwC6DExcHt/pkjNQb09a3NPjCKg2rhu5qb2S4r76ASyFNNtuFooJpZe37OgudVGtQ==",
+    member="package/axe.min.js",
+    sri="sha384-xt1SFg49QaDwsyt0Xfs2XAyBtYPClXl3X2q5OOLeGAUmq9jZTYIMdztpF99WdhiH",
+)
 # Served to the browser as if it were one of our own scripts, so the strict CSP allows it.
 AXE_URL = "/static/__axe.min.js"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -50,30 +52,21 @@ def browser():
         chromium.close()
 
 
-def _integrity(data):
-    return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+def _fetch_assets():
+    spec = importlib.util.spec_from_file_location("fetch_assets", ROOT / "scripts" / "fetch_assets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def axe_source():
-    """axe.min.js at the pinned version, checked against its npm integrity; cached."""
-    if AXE_CACHE.exists():
-        return AXE_CACHE.read_text(encoding="utf-8")
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is needed once to fetch axe-core")
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([npm, "pack", f"axe-core@{AXE_VERSION}", "--silent"], cwd=tmp, check=True,
-                       capture_output=True, timeout=120)
-        tarball = Path(tmp) / f"axe-core-{AXE_VERSION}.tgz"
-        data = tarball.read_bytes()
-        assert _integrity(data) == AXE_INTEGRITY, "axe-core tarball does not match its pinned integrity"
-        with tarfile.open(tarball) as tar:
-            source = tar.extractfile("package/axe.min.js").read().decode("utf-8")
-    AXE_CACHE.parent.mkdir(parents=True, exist_ok=True)
-    partial = AXE_CACHE.with_suffix(".tmp")
-    partial.write_text(source, encoding="utf-8")
-    partial.replace(AXE_CACHE)
-    return source
+    """axe.min.js at the pinned version: fetched with npm once, checked against both hashes."""
+    fetcher = _fetch_assets()
+    if not fetcher.is_current(AXE):
+        if shutil.which("npm") is None:
+            pytest.skip("npm is needed once to fetch axe-core")
+        fetcher.fetch(AXE)  # raises on any hash mismatch, writing nothing
+    return local_path(AXE).read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
