@@ -134,16 +134,19 @@ def _main(argv):
     conf = reprconf.Parser().dict_from_file(str(server_conf)).get("global", {})
     if args.check_config:
         return check_config(args, conf)
+    flags = {"host": args.host, "port": args.port}
     try:
-        s = settings_mod.load(conf=conf, flags={"host": args.host, "port": args.port})
+        s = settings_mod.load(conf=conf, flags=flags, make_key=False)
     except settings_mod.SettingsError as exc:
         return fail(f"bad settings (--check-config lists them): {exc}", EXIT_BAD_SETTINGS)
 
-    # Every port first: nothing starts unless all of them are ours to take.
+    # Every port first: nothing starts, and nothing is written, unless all of them are ours to take.
     from .embedded import EmbeddedFailed, EmbeddedPlugin, ports_in_use
     taken = ports_in_use(s)
     if taken:
         return fail("; ".join(taken), EXIT_PORT_TAKEN)
+    if s.embedded and not s.secure_key:
+        s = settings_mod.load(conf=conf, flags=flags)  # now embedded mode makes its key under DATA_DIR
 
     logs.setup(s.log_level, s.log_format, s)
     cherrypy.config.update(str(server_conf))
