@@ -16,7 +16,6 @@ from . import accounts
 from .devices import describe
 from .errors import Unauthorized, UpstreamError, UpstreamUnavailable
 from .render import plural, render
-from .sessions import StoreUnavailable
 from .tools import expire_cookie, set_cookie
 
 __all__ = ["NOTICES", "AdminPages", "Root", "explain", "safe_next"]
@@ -250,17 +249,6 @@ class Root:
             raise cherrypy.HTTPRedirect("/dashboard#devices", 303)
         return render("confirm_devices.html", title="Sign out devices", targets=targets,
                       handle=handle, everywhere=everywhere)
-
-    @cherrypy.expose
-    def healthz(self, **_ignored):
-        cherrypy.serving.response.headers["Content-Type"] = "application/json"
-        try:
-            self.services.engine.store.ping()
-        except StoreUnavailable:
-            cherrypy.serving.response.status = 503
-            cherrypy.serving.response.headers["Retry-After"] = "5"
-            return b'{"status": "unavailable", "database": "unreachable"}'
-        return b'{"status": "ok", "database": "ok"}'
 
 
 def _admin_only():
