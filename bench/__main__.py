@@ -7,37 +7,49 @@ and prints the table. ``--quick`` is a short smoke run that writes nothing.
 
 Order of the run:
 
-1. The sandbox, and two apps (``bench.serve``) each with its own SecantusDB
-   process; 32 browsers sign in to each through /login. One database holds
-   1,000 sessions, the other 100,000 (bulk-inserted, made by SessionEngine).
-2. Database commands over 1,000 signed-in requests (the first app started
-   with a pymongo command listener for this step only).
-3. Throughput at concurrency 16: bare, signed-in and RAM-session pages, and
-   the signed-in page of the 100,000-session app, in rotating order, 5 rounds
-   of 3 s, medians; p99/p50 of the signed-in page at concurrency 32; bare and
-   signed-in at concurrency 1 (one request's time).
-4. The time to open a session's credentials and the CPU of one database read,
-   alone; a profile of the bare and the signed-in page.
-5. The sandboxes over HTTPS: pooled vs fresh connections through the clients.
+1. The sandbox and three SecantusDB processes: one for the 1,000-session app
+   (a single-node replica set, as the default docker-compose.yml runs
+   MongoDB), one for the 100,000-session app, and a standalone one (no
+   change streams possible: the cache's fallback).
+2. Database commands per signed-in request, counted by a pymongo command
+   listener in the app: with SESSION_CACHE_SIZE=0, on the standalone
+   database with the cache on, and in steady state with the cache on.
+3. Two instances of the app on one database: sign out on A, poll B until it
+   refuses the cookie (``--trials`` times).
+4. The second app with 100,000 sessions: ``engine.stats()`` timed, and the
+   bytes the cache keeps per session.
+5. Throughput at concurrency 16, in rotating order, 5 rounds of 3 s, medians:
+   bare, signed-in, RAM sessions, signed-in with 100,000 stored, a page making
+   one upstream call signed in and the same call without a session; p99/p50
+   of the signed-in page at concurrency 32.
+6. Opening credentials (one thread and 16), one database read's client CPU,
+   a profile of the bare and the signed-in page.
+7. The sandboxes over HTTPS: pooled vs fresh connections through the clients.
 """
 
 import argparse
+import gc
 import http.client
 import json
+import math
 import random
 import re
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import requests
 
 from socialos_app.crypto import Keyring
 from socialos_app.sessions import Credentials, SessionEngine
-from socialos_app.sessions.store import SessionStore
+from socialos_app.sessions.cache import SessionCache
+from socialos_app.sessions.memory import MemorySessionStore
+from socialos_app.sessions.mongo import _record
 
 from . import clients, figures, load
 from .fill import Filler
@@ -48,6 +60,7 @@ HERE = Path(__file__).resolve().parent
 USERS = ["demo", "alice", "bob", "carol", "dave", "ada", "grace", "linus"]
 SIGNED_IN_BROWSERS = 32   # real sign-ins through /login
 COOKIES_PER_RUN = 256     # cookies a load run cycles through (the 32 above + stored sessions)
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def say(text):
@@ -59,7 +72,7 @@ def sign_in(app, username):
     """A browser signing in: the form, its CSRF token, the POST; the session cookie's token."""
     s = requests.Session()
     page = s.get(app.url("/login"), timeout=10)
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    token = CSRF_FIELD.search(page.text).group(1)
     answer = s.post(app.url("/login"), data={"username": username, "password": username, "csrf_token": token},
                     allow_redirects=False, timeout=10)
     if answer.status_code != 303 or not s.cookies.get("session"):
@@ -84,7 +97,34 @@ def ram_sessions(app, n):
     return ids
 
 
+def get(conn, path, token):
+    """One GET on a keep-alive connection with the session cookie: the status."""
+    conn.request("GET", path, headers={"Cookie": f"session={token}"})
+    answer = conn.getresponse()
+    answer.read()
+    return answer.status
+
+
 # -- measurements ----------------------------------------------------------------
+def warm_cache(app, tokens, timeout=30.0):
+    """Serve every token until the app's cache holds all of them (steady state)."""
+    conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    deadline = time.monotonic() + timeout
+    passes = 0
+    while True:
+        passes += 1
+        for token in tokens:
+            if get(conn, "/_bench/signed", token) != 200:
+                raise RuntimeError("a signed-in request was refused while warming the cache")
+        state = app.cache()
+        if state["trusted"] and state["entries"] >= len(set(tokens)):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{app.name}'s cache did not fill: {state}")
+    conn.close()
+    return passes
+
+
 def count_db(app, tokens, n=1000):
     """Database reads and writes the app makes over ``n`` signed-in requests."""
     def stats():
@@ -94,22 +134,113 @@ def count_db(app, tokens, n=1000):
     if not before.get("enabled"):
         raise RuntimeError("the app's command counter is not on")
     conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    t0 = time.perf_counter()
     for i in range(n):
-        conn.request("GET", "/_bench/signed", headers={"Cookie": f"session={tokens[i % len(tokens)]}"})
-        answer = conn.getresponse()
-        answer.read()
-        if answer.status != 200:
-            raise RuntimeError(f"signed-in request {i} answered {answer.status}")
+        status = get(conn, "/_bench/signed", tokens[i % len(tokens)])
+        if status != 200:
+            raise RuntimeError(f"signed-in request {i} answered {status}")
+    seconds = time.perf_counter() - t0
     conn.close()
     after = stats()
     by_collection = {}
+    kinds = ("reads", "writes", "stream")
     for name, counts in after["by_collection"].items():
-        was = before["by_collection"].get(name, {"reads": 0, "writes": 0})
-        delta = {k: counts[k] - was[k] for k in ("reads", "writes")}
+        was = before["by_collection"].get(name, {})
+        delta = {k: counts.get(k, 0) - was.get(k, 0) for k in kinds}
         if any(delta.values()):
             by_collection[name] = delta
-    return {"requests": n, "reads": after["reads"] - before["reads"],
-            "writes": after["writes"] - before["writes"], "by_collection": by_collection}
+    return {"requests": n, "seconds": round(seconds, 2),
+            **{k: after[k] - before[k] for k in kinds}, "by_collection": by_collection}
+
+
+def percentile(values, p):
+    """Nearest-rank percentile (with 50 values, p99 is the worst one)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def signout_trials(a, b, trials, timeout=5.0):
+    """Sign in on B, sign out on A, poll B until it refuses the cookie.
+
+    Each trial: a real sign-in through B's /login; B serves the session until
+    its cache holds the record; the user's dashboard on A gives the sign-out
+    form's CSRF token; POST /logout on A. From the moment A answers (the
+    user is told they are signed out), B is asked on a keep-alive connection,
+    request after request, until it refuses. Both ms figures include the
+    refusing request's own round trip.
+    """
+    out = []
+    for i in range(trials):
+        token = sign_in(b, USERS[i % len(USERS)])
+        cookie = {"session": token}
+        conn_b = http.client.HTTPConnection("127.0.0.1", b.port, timeout=10)
+        deadline = time.monotonic() + timeout
+        while not requests.get(b.url("/_bench/cached"), cookies=cookie, timeout=10).json()["cached"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("B never cached the session")
+        page = requests.get(a.url("/dashboard"), cookies=cookie, timeout=10)
+        csrf = CSRF_FIELD.search(page.text).group(1)
+        with requests.Session() as s:
+            s.cookies.set("session", token)
+            t_sent = time.perf_counter()
+            answer = s.post(a.url("/logout"), data={"csrf_token": csrf}, allow_redirects=False, timeout=10)
+            t_answered = time.perf_counter()
+        if answer.status_code != 303 or "signed-out" not in answer.headers.get("Location", ""):
+            raise RuntimeError(f"sign-out on A answered {answer.status_code} {answer.headers.get('Location')}")
+        polls, refused = 0, None
+        while time.perf_counter() - t_answered < timeout:
+            polls += 1
+            if get(conn_b, "/_bench/signed", token) != 200:
+                refused = time.perf_counter()
+                break
+        conn_b.close()
+        if refused is None:
+            raise RuntimeError(f"B still served a signed-out session after {timeout} s")
+        out.append({"after_answer_ms": round((refused - t_answered) * 1000, 2),
+                    "after_request_ms": round((refused - t_sent) * 1000, 2),
+                    "signout_ms": round((t_answered - t_sent) * 1000, 2), "polls": polls})
+    return out
+
+
+def admin_stats(app, budget_s=12.0, most=15):
+    """``engine.stats()`` in the app (what /admin shows), timed in-process: ms per call."""
+    first = requests.get(app.url("/_bench/stats"), params={"n": 1}, timeout=120).json()
+    n = int(max(2, min(most - 1, budget_s * 1000 / max(first["ms"][0], 1))))
+    rest = requests.get(app.url("/_bench/stats"), params={"n": n}, timeout=300).json()
+    return {"ms": first["ms"] + rest["ms"], "active": rest["active"], "users": rest["users"]}
+
+
+def cache_bytes(uri, n=10_000):
+    """Bytes a ``SessionCache`` keeps per record: ``n`` stored sessions decoded as the
+    store decodes them and cached, measured with tracemalloc (everything kept, nothing else).
+
+    The raw BSON is fetched first; decoding happens while tracing, so every
+    string, bytes and datetime a cached record holds is counted, and the
+    decoded documents themselves are freed as the store frees them.
+    """
+    from bson import decode
+    from bson.binary import UuidRepresentation
+    from bson.codec_options import CodecOptions
+    from bson.raw_bson import RawBSONDocument
+    from pymongo import MongoClient
+    client = MongoClient(uri, serverSelectionTimeoutMS=5000, document_class=RawBSONDocument)
+    raws = [doc.raw for doc in client.get_default_database()["sessions"].find().limit(n)]
+    client.close()
+    options = CodecOptions(tz_aware=False, uuid_representation=UuidRepresentation.STANDARD)  # as db.connect
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        cache = SessionCache(n)
+        cache.stream_up()
+        for raw in raws:
+            cache.put(_record(decode(raw, options)), cache.snapshot())
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    entries = len(cache)
+    return {"entries": entries, "bytes": kept, "per_session": kept / entries if entries else 0.0}
 
 
 class Runner:
@@ -154,27 +285,13 @@ def median(runs, key):
     return statistics.median(values) if values else 0.0
 
 
-class _OneRecord(SessionStore):
-    """An in-memory store holding one record: opening it costs no I/O."""
-
-    record = None
-
-    def create(self, record):
-        self.record = record
-
-    def load(self, ids):
-        return self.record if self.record and self.record.id in ids else None
-
-    def touch(self, record_id, accessed):
-        pass
-
-
-def crypto_costs(secure_key, n=2000):
-    """µs to open a session's credentials (``SessionEngine.resume`` without I/O) and its parts."""
-    store = _OneRecord()
-    engine = SessionEngine(store, Keyring(secure_key), 3600, 86400)
+def crypto_costs(secure_key, n=2000, threads=16):
+    """µs per step of a signed-in request without I/O: resuming (record id, tag check) and
+    opening the credentials, alone and with ``threads`` threads opening at once."""
+    engine = SessionEngine(MemorySessionStore(), Keyring(secure_key), 3600, 86400)
     token, record = engine.start("demo", "Demo", False, Credentials("key-token", "key-password"))
     key = engine.keyring.current
+    assert engine.resume(token) is not None and engine.credentials(token, record) is not None
 
     def timed(fn):
         best = []
@@ -185,11 +302,35 @@ def crypto_costs(secure_key, n=2000):
             best.append((time.perf_counter() - t0) / (n // 5) * 1e6)
         return round(statistics.median(best), 1)
 
-    assert engine.resume(token) is not None
-    return {"open_us": timed(lambda: engine.resume(token)),
+    def open_once():
+        engine.credentials(token, record)
+
+    def in_threads(count, per_thread):
+        """Wall µs per open with ``count`` threads opening at once (2 cores: ideal is µs alone)."""
+        barrier = threading.Barrier(count + 1)
+
+        def work():
+            barrier.wait()
+            for _ in range(per_thread):
+                open_once()
+        pool = [threading.Thread(target=work) for _ in range(count)]
+        for t in pool:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in pool:
+            t.join()
+        return (time.perf_counter() - t0) / (count * per_thread) * 1e6
+
+    alone = statistics.median(in_threads(1, 400) for _ in range(3))
+    together = statistics.median(in_threads(threads, 400 // threads * 4) for _ in range(3))
+    return {"resume_us": timed(lambda: engine.resume(token)),
+            "open_us": timed(open_once),
             "record_id_us": timed(lambda: engine.keyring.record_ids(token)),
             "hkdf_aes_gcm_us": timed(lambda: key.open(token, record.id, record.sealed)),
-            "csrf_token_us": timed(lambda: key.csrf_token("session:" + token))}
+            "csrf_token_us": timed(lambda: key.csrf_token("session:" + token)),
+            "open_1_thread_us": round(alone, 1), f"open_{threads}_threads_us": round(together, 1),
+            "open_threads_vs_1": together / alone}
 
 
 def db_read_client_cpu(uri, record_id, n=2000):
@@ -242,7 +383,7 @@ def throughput_rounds(runner, rounds, runs_spec):
         for key, app, page, options in order:
             result = runner.run(app, page, **options)
             runs[key].append(result)
-            say(f"  round {r + 1} {key:<12} {result['rps']:8.1f} req/s  "
+            say(f"  round {r + 1} {key:<17} {result['rps']:8.1f} req/s  "
                 f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
                 f"app CPU {result['app_cpu_us']} µs/req  db CPU {result['db_cpu_us']} µs/req")
     return runs
@@ -254,10 +395,11 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=3, help="length of each load run (default 3)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per figure (default 5)")
     parser.add_argument("--large", type=int, default=100_000, help="sessions stored for the growth figure")
+    parser.add_argument("--trials", type=int, default=50, help="sign-out trials across two instances")
     parser.add_argument("--quick", action="store_true", help="short smoke run (writes no results)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.rounds, args.large = 2, 1, 5_000
+        args.seconds, args.rounds, args.large, args.trials = 2, 1, 5_000, 10  # wrk takes whole seconds
 
     started = time.monotonic()
     if not load.ensure_wrk():
@@ -271,79 +413,134 @@ def main(argv=None):
     sandbox = Sandbox(logdir).start()
     # Two apps, each with its own database process: 1,000 sessions stored and 100,000.
     # Only the one under load works, so their runs can alternate like every other pair.
-    db_small, db_large = Database(logdir, "secantusdb-1k").start(), Database(logdir, "secantusdb-large").start()
+    db_small = Database(logdir, "secantusdb-1k").start()
+    db_large = Database(logdir, "secantusdb-large").start()
+    db_alone = Database(logdir, "secantusdb-standalone", standalone=True).start()
     small_app = BenchApp(db_small, sandbox, logdir, name="app-1k")
+    peer_app = small_app.peer("app-1k-b")       # a second instance on the same database
     large_app = BenchApp(db_large, sandbox, logdir, name="app-large")
+    alone_app = BenchApp(db_alone, sandbox, logdir, name="app-standalone")
     tls = None
     fillers = []
     raw = {"machine": info, "settings": vars(args)}
     try:
-        # 1. the app, real sign-ins, 1,000 sessions stored; database commands per request
-        small_app.start(count_db=True)
+        # 1. real sign-ins, 1,000 sessions stored; database commands per request, cache off
+        small_app.launch(count_db=True, cache_size=0)
+        alone_app.launch(count_db=True)           # cache on (the default), but no change stream
+        large_app.launch()
+        small_app.ready()
         tokens = [sign_in(small_app, USERS[i % len(USERS)]) for i in range(SIGNED_IN_BROWSERS)]
         small_fill = Filler(small_app.mongodb_uri, small_app.secure_key)
         fillers.append(small_fill)
         small_fill.fill_to(1_000)
         say(f"{SIGNED_IN_BROWSERS} browsers signed in; {small_fill.count()} sessions stored")
         small_fill.close()  # its tokens stay: the load runs use them as cookies
-        counts = count_db(small_app, tokens, 1000)
-        raw["db_counts"] = counts
-        say(f"database commands over {counts['requests']} signed-in requests: "
-            f"{counts['reads']} reads, {counts['writes']} writes {counts['by_collection']}")
-        small_app.stop()
-        small_app.start(count_db=False)  # the load runs go without the listener, as production does
+        cookies = tokens + random.sample(small_fill.tokens, COOKIES_PER_RUN - len(tokens))
 
-        # 2. the same with 100,000 sessions stored
-        large_app.start()
+        off = count_db(small_app, cookies, 1000)
+        say(f"cache off (SESSION_CACHE_SIZE=0): {off['reads']} reads, {off['writes']} writes "
+            f"over {off['requests']} signed-in requests {off['by_collection']}")
+        small_app.stop()
+        small_app.launch(count_db=True)  # the default SESSION_CACHE_SIZE, counted
+
+        alone_app.ready(stream=False)
+        if alone_app.cache()["trusted"]:
+            raise RuntimeError("a change stream opened on the standalone database")
+        alone_fill = Filler(alone_app.mongodb_uri, alone_app.secure_key)
+        fillers.append(alone_fill)
+        alone_fill.fill_to(COOKIES_PER_RUN)
+        alone_fill.close()
+        standalone = count_db(alone_app, alone_fill.tokens, 1000)
+        say(f"cache on, standalone database (no change stream): {standalone['reads']} reads, "
+            f"{standalone['writes']} writes over {standalone['requests']} requests; cache "
+            f"{alone_app.cache()}")
+        alone_app.stop()
+        db_alone.stop()
+
+        small_app.ready()
+        passes = warm_cache(small_app, cookies)
+        steady = count_db(small_app, cookies, 1000)
+        say(f"cache on, steady state ({passes} warm-up passes over {len(cookies)} sessions): "
+            f"{steady['reads']} reads, {steady['writes']} writes over {steady['requests']} requests "
+            f"in {steady['seconds']} s; change stream commands meanwhile: {steady['stream']}; "
+            f"cache {small_app.cache()}")
+        raw["db_counts"] = {"cache_off": off, "standalone": standalone, "steady": steady,
+                            "warm_passes": passes}
+        small_app.stop()
+
+        # 2. two instances on one database: sign out on A, refused by B
+        small_app.launch()  # the load runs go without the listener, as production does
+        peer_app.launch()
+        small_app.ready()
+        peer_app.ready()
+        trials = signout_trials(small_app, peer_app, args.trials)
+        visible = [t["after_answer_ms"] for t in trials]
+        raw["signout_trials"] = trials
+        say(f"sign-out on A refused by B, {len(trials)} trials: p50 {percentile(visible, 50):.1f} ms, "
+            f"p99 {percentile(visible, 99):.1f} ms after A answered "
+            f"(from the sign-out request: p99 {percentile([t['after_request_ms'] for t in trials], 99):.1f} ms)")
+        peer_app.stop()
+
+        # 3. 100,000 sessions stored: /admin's statistics, the cache's bytes per session
+        large_app.ready()
         large_tokens = [sign_in(large_app, USERS[i % len(USERS)]) for i in range(SIGNED_IN_BROWSERS)]
         large_fill = Filler(large_app.mongodb_uri, large_app.secure_key)
         fillers.append(large_fill)
         took = large_fill.fill_to(args.large, rebuild_indexes=True)
-        say(f"second app: {large_fill.count():,} sessions stored "
-            f"(bulk insert of engine-made records: {took:.0f} s)")
+        stored = large_fill.count()
+        say(f"second app: {stored:,} sessions stored (bulk insert of engine-made records: {took:.0f} s)")
         large_fill.close()
+        stats = admin_stats(large_app)
+        raw["admin_stats"] = stats
+        say(f"engine.stats() with {stats['active']:,} live sessions ({stats['users']:,} users): "
+            f"{stats['ms']} ms")
+        footprint = cache_bytes(large_app.mongodb_uri)
+        raw["cache_bytes"] = footprint
+        say(f"session cache: {footprint['bytes']:,} bytes for {footprint['entries']:,} records "
+            f"({footprint['per_session']:.0f} bytes each)")
 
-        # 3. throughput: bare, signed-in, RAM sessions, signed-in with 100k stored; c32 latency
-        cookies = tokens + random.sample(small_fill.tokens, COOKIES_PER_RUN - len(tokens))
+        # 4. throughput
         cookies_large = large_tokens + random.sample(large_fill.tokens, COOKIES_PER_RUN - len(large_tokens))
         ram_ids = ram_sessions(small_app, COOKIES_PER_RUN)
+        warm_cache(large_app, cookies_large)
         runner = Runner(args.seconds)
         # The bare page gets the same cookies (a signed-in browser sends them to every page):
         # the difference between the two is the session layer, not parsing a Cookie header.
+        # The upstream pages use the real sign-ins only (their keys exist upstream).
         spec = [("bare", small_app, "bare", {"cookies": cookies}),
                 ("signed", small_app, "signed", {"cookies": cookies}),
                 ("ram", small_app, "ram", {"cookies": ram_ids, "cookie_name": "session_id"}),
                 ("signed_large", large_app, "signed", {"cookies": cookies_large}),
-                ("signed_c32", small_app, "signed", {"cookies": cookies, "connections": 32}),
-                ("bare_c1", small_app, "bare", {"cookies": cookies, "connections": 1, "threads": 1}),
-                ("signed_c1", small_app, "signed", {"cookies": cookies, "connections": 1, "threads": 1})]
-        for _key, app, page, options in spec[:4]:  # warm-up: imports, pools, caches
-            runner.run(app, page, **{**options, "seconds": 2})
+                ("upstream", small_app, "upstream", {"cookies": tokens}),
+                ("upstream_unsigned", small_app, "upstream_unsigned", {"cookies": tokens}),
+                ("signed_c32", small_app, "signed", {"cookies": cookies, "connections": 32})]
+        for _key, app, page, options in spec[:6]:  # warm-up: imports, pools, keys, caches
+            runner.run(app, page, **{**options, "seconds": 1})
         say(f"throughput ({args.rounds} rounds of {args.seconds:g} s, concurrency 16; signed_c32 at 32; "
             f"signed_large with {args.large:,} sessions stored):")
         runs = throughput_rounds(runner, args.rounds, spec)
         raw["runs"] = runs
+        raw["cache_after_runs"] = {"app-1k": small_app.cache(), "app-large": large_app.cache()}
         large_app.stop()
 
-        # 4. opening credentials, one database read, profiles
+        # 5. opening credentials, one database read, profiles
         crypto = crypto_costs(small_app.secure_key)
         read_cpu = db_read_client_cpu(small_app.mongodb_uri,
                                       Keyring(small_app.secure_key).current.record_id(tokens[0]))
         raw.update(crypto=crypto, db_read_client=read_cpu)
-        say(f"opening credentials (one thread, no I/O): {crypto}; one find_one costs its client "
-            f"{read_cpu['cpu_us']} µs of CPU")
-        bare_profile, _text = profile(small_app, "bare", cookies, 3)
-        summary, text = profile(small_app, "signed", cookies, 3)
+        say(f"without I/O: {crypto}; one find_one costs its client {read_cpu['cpu_us']} µs of CPU")
+        bare_profile, _text = profile(small_app, "bare", cookies, 2)
+        summary, text = profile(small_app, "signed", cookies, 2)
         added = profile_difference(bare_profile, summary)
         raw.update(profile=summary, profile_bare=bare_profile, profile_added=added)
         for proc in (small_app, db_small, db_large):  # nothing else running for the HTTPS figures
             proc.stop()
 
-        # 5. pooled vs fresh HTTPS
+        # 6. pooled vs fresh HTTPS (report only)
         certs = Certificates(logdir)
         tls = TLSSandbox(certs, logdir).start()
-        api = clients.compare_api(tls, seconds=1.0, rounds=args.rounds + 2)
-        pusher = clients.compare_pusher(tls, seconds=1.0, rounds=args.rounds + 2)
+        api = clients.compare_api(tls, seconds=1.0, rounds=args.rounds)
+        pusher = clients.compare_pusher(tls, seconds=1.0, rounds=args.rounds)
         raw.update(pooled_vs_fresh_api=api, pooled_vs_fresh_pusher=pusher)
         for name, r in (("API", api), ("Pusher", pusher)):
             say(f"{name} client over HTTPS: pooled {r['pooled_per_s']:.0f} calls/s, fresh {r['fresh_per_s']:.0f} "
@@ -354,55 +551,78 @@ def main(argv=None):
         say(f"bench failed; the processes' logs are in {logdir}")
         raise
     finally:
-        for proc in (tls, small_app, large_app, sandbox, db_small, db_large):
+        for proc in (tls, small_app, peer_app, large_app, alone_app, sandbox, db_small, db_large, db_alone):
             if proc is not None:
                 proc.stop()
         for filler in fillers:
             filler.close()
 
-    bare, signed, ram, large_signed = (median(runs[k], "rps") for k in ("bare", "signed", "ram", "signed_large"))
-    bare_c1_us = median(runs["bare_c1"], "mean_ms") * 1000
-    c1_ratio = paired(runs, "signed_c1", "bare_c1")
+    rps = {k: median(runs[k], "rps") for k in runs}
     p99_over_p50 = statistics.median(r["p99_ms"] / r["p50_ms"] for r in runs["signed_c32"] if r["p50_ms"])
     stalled = sum(1 for r in runs["signed_large"] if not r["rps"])
     worst_large_p99 = max(r["p99_ms"] for r in runs["signed_large"])
     worst_small_p99 = max(r["p99_ms"] for r in runs["signed"])
+    after_request = [t["after_request_ms"] for t in trials]
     results = {
         "signed_in_vs_bare": figures.figure("signed_in_vs_bare", paired(runs, "signed", "bare")),
         "signed_in_vs_cherrypy_ram": figures.figure("signed_in_vs_cherrypy_ram", paired(runs, "signed", "ram")),
-        "db_reads_per_request": figures.figure("db_reads_per_request", counts["reads"] / counts["requests"]),
-        "db_writes_per_request": figures.figure("db_writes_per_request", counts["writes"] / counts["requests"]),
+        "db_reads_per_request": figures.figure("db_reads_per_request", steady["reads"] / steady["requests"]),
+        "db_reads_per_request_stream_off": figures.figure("db_reads_per_request_stream_off",
+                                                          off["reads"] / off["requests"]),
+        "db_reads_per_request_standalone": figures.figure("db_reads_per_request_standalone",
+                                                          standalone["reads"] / standalone["requests"]),
+        "db_writes_per_request": figures.figure("db_writes_per_request", steady["writes"] / steady["requests"]),
+        "signout_visible_p99_ms": figures.figure("signout_visible_p99_ms", percentile(visible, 99)),
+        "upstream_page_vs_unsigned": figures.figure("upstream_page_vs_unsigned",
+                                                    paired(runs, "upstream", "upstream_unsigned")),
+        "admin_stats_100k_p50_ms": figures.figure("admin_stats_100k_p50_ms", statistics.median(stats["ms"])),
+        "growth_100k_vs_1k": figures.figure("growth_100k_vs_1k", paired(runs, "signed_large", "signed")),
+        "cache_bytes_per_session": figures.figure("cache_bytes_per_session", footprint["per_session"]),
         "pooled_vs_fresh_api": figures.figure("pooled_vs_fresh_api", api["ratio"]),
         "pooled_vs_fresh_pusher": figures.figure("pooled_vs_fresh_pusher", pusher["ratio"]),
-        "growth_100k_vs_1k": figures.figure("growth_100k_vs_1k", paired(runs, "signed_large", "signed")),
-        "crypto_open_share": figures.figure("crypto_open_share",
-                                            crypto["open_us"] / bare_c1_us),
+        "credentials_open_16_threads_vs_1": figures.figure("credentials_open_16_threads_vs_1",
+                                                           crypto["open_threads_vs_1"]),
         "latency_p99_over_p50_c32": figures.figure("latency_p99_over_p50_c32", p99_over_p50),
     }
     cpu = {k: median(runs[k], "app_cpu_us") for k in runs}
     db_cpu = {k: median(runs[k], "db_cpu_us") for k in runs}
-    raw["medians"] = {"rps": {k: median(runs[k], "rps") for k in runs},
-                      "app_cpu_us": cpu, "db_cpu_us": db_cpu, "signed_vs_bare_c1": c1_ratio}
+    raw["medians"] = {"rps": rps, "app_cpu_us": cpu, "db_cpu_us": db_cpu}
     notes = [
         f"Ratios are medians over {args.rounds} rounds of the ratio within each round (every round runs "
-        f"every page once, in rotating order, {args.seconds:g} s each). Median req/s at concurrency 16: "
-        f"bare {bare:.0f}, "
-        f"signed-in {signed:.0f}, RAM sessions {ram:.0f} req/s; signed-in {large_signed:.0f} req/s with "
-        f"{args.large:,} sessions stored (a second app and database, its runs in the same rotation).",
-        f"App CPU per request at concurrency 16: bare {cpu['bare']:.0f} µs, RAM sessions {cpu['ram']:.0f} µs, "
-        f"signed-in {cpu['signed']:.0f} µs, and the database process {db_cpu['signed']:.0f} µs more per "
-        f"signed-in request on the same cores. At concurrency 1: bare {cpu['bare_c1']:.0f} µs, signed-in "
-        f"{cpu['signed_c1']:.0f} µs (signed-in ÷ bare req/s there: {c1_ratio:.2f}).",
-        f"Alone, without I/O or other threads: one find_one costs pymongo {read_cpu['cpu_us']} µs of CPU, "
-        f"opening the credentials {crypto['open_us']:.0f} µs (AES-GCM with its HKDF key "
-        f"{crypto['hkdf_aes_gcm_us']:.0f} µs, record id {crypto['record_id_us']:.0f} µs). Under concurrency "
-        f"both cost several times that: each of pycryptodome's ~20 C calls (cffi) and each socket call "
-        f"releases the GIL, and with 16 busy threads every release is a thread switch.",
-        f"Worst p99 of the signed-in page at concurrency 16: {worst_small_p99 / 1000:.2f} s with 1,000 "
-        f"sessions stored, {worst_large_p99 / 1000:.2f} s with {args.large:,}"
-        + (f"; {stalled} of {args.rounds} runs with {args.large:,} finished no request at all: SecantusDB's "
-           "TTL sweeper walks every session once a minute holding its storage lock (~5 s at 100,000), and "
-           "reads wait (MongoDB's TTL monitor does not block reads like this)." if stalled else "."),
+        f"every page once, in rotating order, {args.seconds:g} s each, concurrency 16). Median req/s: "
+        f"bare {rps['bare']:.0f}, signed-in {rps['signed']:.0f}, RAM sessions {rps['ram']:.0f}; signed-in "
+        f"{rps['signed_large']:.0f} with {args.large:,} sessions stored (a second app and database, its runs "
+        f"in the same rotation); one upstream call signed in {rps['upstream']:.0f}, the same call without "
+        f"a session {rps['upstream_unsigned']:.0f}.",
+        f"App CPU per request: bare {cpu['bare']:.0f} µs, RAM sessions {cpu['ram']:.0f} µs, signed-in "
+        f"{cpu['signed']:.0f} µs (database process: {db_cpu['signed']:.0f} µs per signed-in request, "
+        f"{db_cpu['bare']:.0f} per bare one: the change stream's polling, not reads).",
+        f"Database commands over 1,000 signed-in requests after a warm-up pass: {steady['reads']} reads, "
+        f"{steady['writes']} writes with the cache on (the change stream's own {steady['stream']} getMores "
+        f"in those {steady['seconds']:.1f} s are per instance, not per request); {off['reads']} reads with "
+        f"SESSION_CACHE_SIZE=0; {standalone['reads']} reads with the cache on against a standalone "
+        f"database, where no change stream can run. A session's first request on an instance reads it "
+        f"once; `accessed` is written at most once a minute per session.",
+        f"Sign-out across instances ({len(trials)} trials, two apps on one database, B idle): B refused the "
+        f"cookie p50 {percentile(visible, 50):.1f} ms, worst {max(visible):.1f} ms after A answered the "
+        f"sign-out; counted from A receiving it, p99 {percentile(after_request, 99):.1f} ms (A's sign-out "
+        f"itself, upstream key revocation included: p50 "
+        f"{statistics.median(t['signout_ms'] for t in trials):.1f} ms). p99 of 50 is the worst trial.",
+        f"engine.stats() with {stats['active']:,} live sessions: p50 {statistics.median(stats['ms']):.0f} ms "
+        f"over {len(stats['ms'])} calls (one aggregation in the database; min {min(stats['ms']):.0f}, "
+        f"max {max(stats['ms']):.0f} ms).",
+        f"Session cache: {footprint['per_session']:.0f} bytes per cached session (tracemalloc over "
+        f"{footprint['entries']:,} records with a browser's User-Agent), so the default "
+        f"SESSION_CACHE_SIZE of 10,000 costs about {footprint['per_session'] * 10_000 / 2**20:.0f} MiB.",
+        f"Without I/O, one thread: resuming a session (record id, tag check) {crypto['resume_us']:.0f} µs; "
+        f"opening its credentials {crypto['open_us']:.0f} µs (HKDF + AES-GCM {crypto['hkdf_aes_gcm_us']:.0f} "
+        f"µs), only on pages that call upstream; 16 threads opening at once: {crypto['open_16_threads_us']:.0f} "
+        f"µs each against {crypto['open_1_thread_us']:.0f} alone. One find_one costs pymongo "
+        f"{read_cpu['cpu_us']} µs of CPU.",
+        f"Worst p99 of the signed-in page: {worst_small_p99:.1f} ms with 1,000 sessions stored, "
+        f"{worst_large_p99:.1f} ms with {args.large:,}"
+        + (f"; {stalled} of {args.rounds} runs with {args.large:,} finished no request at all (a database "
+           "pause: SecantusDB's TTL sweep)." if stalled else "."),
         "Profile (CPU a signed-in request adds to a bare one): " + ", ".join(
             f"{r['package']} {r['share']:.0%} ({r['calls']:.0f} calls)" for r in added if r["share"] >= 0.03) + ".",
         f"HTTPS calls/s, pooled vs fresh: Social OS API {api['pooled_per_s']:.0f} vs {api['fresh_per_s']:.0f}, "

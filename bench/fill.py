@@ -2,13 +2,15 @@
 
 Each record comes from ``SessionEngine.start`` (fresh token, HMAC record id,
 credentials sealed with AES-GCM under a key HKDF derives from SECURE_KEY and
-the token) with the app's SECURE_KEY, and is stored with the fields of
-``MongoSessionStore`` (checked once per run against ``SessionDocument.to_mongo``,
-what ``MongoSessionStore.create`` inserts): the app opens these sessions
-exactly like ones made by signing in. Only the upstream key inside is made up
-(the bench pages never call upstream), and the writes go in batches of
-thousands instead of one insert per record. Two worker processes make the
-records while this one inserts them.
+the token, the server-sealed key reference, the integrity tag) with the app's
+SECURE_KEY, and is stored as ``MongoSessionStore.create`` stores it (its own
+``_document``; checked once per run against ``SessionDocument.to_mongo``):
+the app resumes these sessions exactly like ones made by signing in. Only
+the upstream key inside is made up (so they serve the pages that never call
+upstream; ``/_bench/upstream`` uses real sign-ins), and the writes go in
+batches of thousands instead of one insert per record. Two worker processes
+make the records while this one inserts them. Each carries a real browser's
+User-Agent, so the records (and the cache's bytes per session) have a real size.
 """
 
 import multiprocessing
@@ -21,27 +23,25 @@ from pymongo import MongoClient
 
 from socialos_app.crypto import Keyring
 from socialos_app.sessions import Credentials, SessionEngine
-from socialos_app.sessions.mongo import _FIELDS, MongoSessionStore, SessionDocument, connect
-from socialos_app.sessions.store import SessionStore
+from socialos_app.sessions.memory import MemorySessionStore
+from socialos_app.sessions.mongo import _FIELDS, MongoSessionStore, SessionDocument, _document
 
-__all__ = ["Filler"]
+__all__ = ["Filler", "USER_AGENT"]
 
 BATCH = 2500
+USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+              "Chrome/131.0.0.0 Safari/537.36")
 
 
-class _Collect(SessionStore):
-    """A store that keeps what ``SessionEngine.start`` creates, for a bulk insert."""
+class _Collect(MemorySessionStore):
+    """An in-memory store that also keeps, in order, what ``SessionEngine.start`` creates."""
 
     def __init__(self):
+        super().__init__()
         self.records = []
 
     def create(self, record):
         self.records.append(record)
-
-
-def _document(record):
-    """The stored form of a record: ``_id`` plus ``MongoSessionStore``'s fields."""
-    return {"_id": record.id, **{f: getattr(record, f) for f in _FIELDS}}
 
 
 _worker = {}
@@ -61,7 +61,7 @@ def _make_batch(start, n, check=False):
     for i in range(start, start + n):
         credentials = Credentials(token=secrets.token_hex(16), password=secrets.token_hex(16))
         token, _record = engine.start(f"bench{i % 5000}", f"Bench user {i}", False, credentials,
-                                      user_agent="bench", address="127.0.0.1")
+                                      user_agent=USER_AGENT, address="127.0.0.1")
         tokens.append(token)
     docs = [_document(r) for r in collect.records]
     if check:
@@ -111,8 +111,7 @@ class Filler:
             self.collection.insert_many(docs, ordered=False)
             self.tokens.extend(tokens)
         if rebuild_indexes:
-            connect(self.uri, timeout_ms=60000, pool_size=2)
-            MongoSessionStore().setup(self.idle_seconds)
+            MongoSessionStore(self.collection).setup(self.idle_seconds)
         return time.perf_counter() - t0
 
     def close(self):

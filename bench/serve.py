@@ -2,18 +2,27 @@
 plus bench-only pages on the same server and thread pool.
 
 Nothing here is product code and the product has no bench routes: this
-module runs ``app.main()`` (settings from the environment through
-``socialos_app.settings.load``, ``socialos_app.web.mount``, the same
-server config) and, right after the app is mounted, mounts ``/_bench``:
+module runs ``socialos_app.cli.main()`` (what ``app.py`` runs: settings from
+the environment, ``socialos_app.web.mount``, the same server config and
+engine plugins, the session cache's change stream included) and, right
+after the app is mounted, mounts ``/_bench``:
 
     /_bench/bare       no session tool: the floor of a CherryPy page here
-    /_bench/signed     the app's session tool: cookie -> record (one find_one) ->
-                       credentials opened -> ``request.signed_in.api`` built; no upstream call
+    /_bench/signed     the app's session tool: cookie -> record (from this instance's cache,
+                       or one find_one) -> integrity tag checked -> ``request.signed_in``;
+                       no upstream call, so the sealed credentials are never opened
+    /_bench/upstream   signed in: one pooled call to the Social OS API with the user's own
+                       key (``signed_in.api``: the seal opened, as a page that calls upstream does)
+    /_bench/upstream_unsigned  no session: the same call with a key the page holds itself
     /_bench/ram        CherryPy's own RAM sessions (``tools.sessions``), a value read
     /_bench/ram_login  puts that value in a RAM session (once per bench browser)
+    /_bench/cached     signed in: whether this instance's cache holds the record now
+    /_bench/cache      the session cache: trusted (change stream confirmed), entries, size
+    /_bench/stats      ``engine.stats()`` timed in this process (``n`` times), ms each
     /_bench/dbstats    database commands seen by a pymongo CommandListener in this process
                        (registered only with BENCH_COUNT_DB=1: a listener costs a little on
-                       every command, so the throughput runs go without it, as production does)
+                       every command, so the throughput runs go without it, as production does);
+                       the change stream's own commands are counted apart
     /_bench/profile    POST action=start (afresh; clock=cpu|wall)|stop: cProfile the request
                        threads; GET: the top costs (pstats text, or ``fmt=json``: per request, µs)
 
@@ -24,6 +33,7 @@ between two of them is the cost of the session layer alone.
 
 import cProfile
 import io
+import itertools
 import json
 import os
 import pstats
@@ -36,43 +46,65 @@ from pathlib import Path
 import cherrypy
 from pymongo import monitoring
 
-import app as app_module
-from socialos_app import web
+from socialos_app import cli, web
 
 ROOT = Path(__file__).resolve().parent.parent
 READS = frozenset({"find", "aggregate", "count", "distinct", "getMore"})
 WRITES = frozenset({"insert", "update", "delete", "findAndModify"})
+KEY_USERS = ("demo", "alice", "bob", "carol", "dave", "ada", "grace", "linus")  # the sandbox's users
 
 
 class CommandCounter(monitoring.CommandListener):
-    """Counts read and write commands per collection (pymongo command monitoring)."""
+    """Counts read and write commands per collection (pymongo command monitoring).
+
+    The session cache's change stream (an ``aggregate`` with ``$changeStream``
+    and then a ``getMore`` every few hundred ms, whatever the traffic) is
+    counted apart as "stream": it is one background feed per instance, not
+    a read made by any request.
+    """
 
     def __init__(self):
         self.lock = threading.Lock()
         self.counts = Counter()
+        self.opening = set()   # request ids of $changeStream aggregates in flight
+        self.streams = set()   # cursor ids of change streams
 
     def started(self, event):
         name = event.command_name
-        kind = "reads" if name in READS else "writes" if name in WRITES else None
+        command = event.command
+        if name == "aggregate" and any("$changeStream" in stage for stage in command.get("pipeline", ())):
+            with self.lock:
+                self.opening.add(event.request_id)
+            kind = "stream"
+        elif name == "getMore" and command.get("getMore") in self.streams:
+            kind = "stream"
+        else:
+            kind = "reads" if name in READS else "writes" if name in WRITES else None
         if kind is None:
             return
-        collection = event.command.get(name)
+        collection = command.get("collection") if name == "getMore" else command.get(name)
         with self.lock:
             self.counts[(kind, str(collection))] += 1
 
     def succeeded(self, event):
-        pass
+        if event.request_id in self.opening:
+            with self.lock:
+                self.opening.discard(event.request_id)
+                cursor = (event.reply or {}).get("cursor") or {}
+                if cursor.get("id"):
+                    self.streams.add(cursor["id"])
 
     def failed(self, event):
-        pass
+        with self.lock:
+            self.opening.discard(event.request_id)
 
     def snapshot(self):
         with self.lock:
             items = list(self.counts.items())
-        out = {"reads": 0, "writes": 0, "by_collection": {}}
+        out = {"reads": 0, "writes": 0, "stream": 0, "by_collection": {}}
         for (kind, collection), n in items:
             out[kind] += n
-            out["by_collection"].setdefault(collection, {"reads": 0, "writes": 0})[kind] += n
+            out["by_collection"].setdefault(collection, {"reads": 0, "writes": 0, "stream": 0})[kind] += n
         return out
 
 
@@ -154,8 +186,9 @@ class Profiling:
             entry = packages.setdefault(name, {"package": name, "calls": 0.0, "own_us": 0.0})
             entry["calls"] = round(entry["calls"] + row["calls"], 2)
             entry["own_us"] = round(entry["own_us"] + row["own_us"], 1)
-        wanted = ("(resolve_session)", "(resume)", "sessions/mongo.py", "(find_one)", "(record_ids)",
-                  "crypto.py", "(check_csrf)", "(api)", "(_unpack)", "(secure_headers)")
+        wanted = ("(resolve_session)", "(resume)", "sessions/mongo.py", "sessions/cache.py", "(find_one)",
+                  "(record_ids)", "(record_message)", "(check_record_tag)", "crypto.py", "(check_csrf)",
+                  "(credentials)", "(api)", "(_unpack)", "(secure_headers)")
         steps = sorted((r for r in rows if any(w in r["function"] for w in wanted)),
                        key=lambda r: r["cum_us"], reverse=True)
         return {"requests": n, "own": own, "steps": steps,
@@ -184,14 +217,71 @@ cherrypy.tools.bench_profile_end = cherrypy.Tool("on_end_resource", PROFILING.en
 class BenchPages:
     """Tiny pages; the difference between them is the session machinery in front."""
 
+    def __init__(self, services):
+        self.services = services
+        self._keys = None
+        self._keys_lock = threading.Lock()
+        self._turn = itertools.count()
+
     @cherrypy.expose
     def bare(self):
         return "ok -"
 
     @cherrypy.expose
     def signed(self):
+        # A page that shows who is signed in and never calls upstream: the
+        # record is checked (its tag) but the sealed credentials stay shut.
+        return f"ok {cherrypy.serving.request.signed_in.username}"
+
+    @cherrypy.expose
+    def upstream(self):
         signed_in = cherrypy.serving.request.signed_in
-        return f"ok {signed_in.api.username}"  # the user's client, built as a page would
+        answer = signed_in.api.get("user", signed_in.username)  # the seal opened, one pooled call
+        return f"ok {answer.get('username', '-')}"
+
+    @cherrypy.expose
+    def upstream_unsigned(self):
+        username, password = self._key()
+        answer = self.services.socialos.user(username, password).get("user", username)
+        return f"ok {answer.get('username', '-')}"
+
+    def _key(self):
+        """The users' API keys, made once (with the sandbox's demo passwords), taken in turn."""
+        if self._keys is None:
+            with self._keys_lock:
+                if self._keys is None:
+                    made = []
+                    for username in KEY_USERS:
+                        key = self.services.socialos.create_key(username, username, ttl=3600)
+                        made.append((username, key["password"]))
+                    self._keys = made
+        return self._keys[next(self._turn) % len(self._keys)]
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    def cached(self):
+        engine = self.services.engine
+        record = cherrypy.serving.request.signed_in.record
+        return {"cached": engine.cache is not None and engine.cache.get(record.id) is not None}
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    def cache(self):
+        cache = self.services.engine.cache
+        if cache is None:
+            return {"on": False, "trusted": False, "entries": 0, "size": 0}
+        return {"on": True, "trusted": cache.trusted, "entries": len(cache), "size": cache.size}
+
+    @cherrypy.expose
+    @cherrypy.tools.json_out()
+    def stats(self, n="5"):
+        """``engine.stats()`` (what /admin shows) timed here, without HTTP: ms per call."""
+        times, answer = [], None
+        for _ in range(max(1, min(int(n), 100))):
+            t0 = time.perf_counter()
+            answer = self.services.engine.stats()
+            times.append(round((time.perf_counter() - t0) * 1000, 2))
+        return {"ms": times, "active": answer["active"], "users": answer["users"]}
 
     @cherrypy.expose
     def ram(self):
@@ -233,9 +323,14 @@ def bench_config(services):
     internal = {"tools.csrf.on": False, "tools.bench_profile_begin.on": False,
                 "tools.bench_profile_end.on": False}
     ram = {"tools.sessions.on": True}
+    signed = {"tools.socialos_session.on": True, "tools.socialos_session.required": True}
     return {
         "/": base,
-        "/signed": {"tools.socialos_session.on": True, "tools.socialos_session.required": True},
+        "/signed": signed,
+        "/upstream": signed,
+        "/cached": {**signed, "tools.bench_profile_begin.on": False, "tools.bench_profile_end.on": False},
+        "/cache": internal,
+        "/stats": internal,
         "/ram": ram,
         "/ram_login": ram,
         "/dbstats": internal,
@@ -243,10 +338,13 @@ def bench_config(services):
     }
 
 
+_app_mount = web.mount
+
+
 def mount_with_bench(settings, conf_file=None):
-    """``socialos_app.web.mount`` as app.py calls it, then the bench pages beside the app."""
-    services = web.mount(settings, conf_file)
-    cherrypy.tree.mount(BenchPages(), "/_bench", config=bench_config(services))
+    """``socialos_app.web.mount`` as the entry point calls it, then the bench pages beside the app."""
+    services = _app_mount(settings, conf_file)
+    cherrypy.tree.mount(BenchPages(services), "/_bench", config=bench_config(services))
     return services
 
 
@@ -254,8 +352,8 @@ def main(argv=None):
     if COUNTING:
         # Before the app connects: pymongo applies registered listeners to clients made afterwards.
         monitoring.register(COUNTER)
-    app_module.mount = mount_with_bench  # app.main() calls mount(settings, APP_CONF)
-    return app_module.main(argv)
+    web.mount = mount_with_bench  # cli.main() imports web.mount when it starts the app
+    return cli.main(argv)
 
 
 if __name__ == "__main__":
