@@ -478,3 +478,33 @@ def test_a_slow_api_costs_a_view_a_few_seconds_and_the_page_says_whose_name_is_m
     looked_up = sorted(strangers)[:10]  # at most 10 lookups a view...
     assert all(u in unnamed for u in looked_up), unnamed
     assert "2 more names will be looked up" in page.text  # ...and the page says so for the rest
+
+
+# -- where browsers get pusher-js, and the CSP that allows exactly that -------------------
+def test_live_config_and_csp_for_pushers_cloud_and_for_the_sandbox():
+    from socialos_app.assets import PUSHER_JS, local_path
+    from socialos_app.presence import live_config
+    from socialos_app.settings import Settings
+    from socialos_app.web import _csp
+
+    cloud = Settings(pusher_app_id="1", pusher_key="k", pusher_secret="s", pusher_cluster="eu",
+                     pusher_ws_host="ws-eu.pusher.com")
+    live, _ = live_config(cloud)
+    assert (live.js_url, live.integrity) == (PUSHER_JS.cdn_url, PUSHER_JS.sri)  # the pinned version, with SRI
+    assert live.js_url == f"https://js.pusher.com/{PUSHER_JS.version}/pusher.min.js"
+    assert "script-src 'self' https://js.pusher.com; connect-src 'self' wss://ws-eu.pusher.com;" in _csp(cloud)
+
+    off, how = live_config(Settings())
+    assert off is None and "PUSHER_APP_ID" in how
+    assert "script-src 'self'; connect-src 'self';" in _csp(Settings())
+
+    sandbox = Settings(pusher_app_id="1", pusher_key="k", pusher_secret="s", pusher_host="127.0.0.1",
+                       pusher_port=8082, pusher_scheme="http")
+    live, how = live_config(sandbox)
+    if not local_path(PUSHER_JS).is_file():  # not fetched: the page says how to get live updates
+        assert live is None and "make install" in how
+        return
+    assert live.js_url == f"/static/vendor/pusher-js-{PUSHER_JS.version}/pusher.min.js"  # the app's own copy
+    assert (live.ws_host, live.ws_port, live.tls) == ("127.0.0.1", 8082, False)
+    assert "script-src 'self'; connect-src 'self' ws://127.0.0.1:8082;" in _csp(sandbox)
+

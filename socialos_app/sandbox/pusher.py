@@ -20,13 +20,25 @@ The signature check is written out here again rather than imported from
 ``socialos_app.pusher``: a sandbox that shared the client's signer would
 accept the client's bugs.
 
+On the same port, ``GET /app/{key}`` with ``Upgrade: websocket`` speaks
+Pusher's Channels protocol (``channels_ws``), so pusher-js connects to the
+sandbox unchanged. One membership serves all: websocket subscribers, the
+sandbox routes' members and the HTTP API's channel users are the same
+``PusherState``, and events posted through the HTTP API reach subscribers.
+Given a webhook URL, changes are posted there as Pusher's signed webhooks
+(``webhooks``): channel_occupied, member_added, member_removed, channel_vacated.
+
 Sandbox-only routes (tests and embedded mode; the app itself never calls them):
 
-    POST   /_sandbox/apps/{app_id}/channels/{channel}/members   {"user_id", "user_info"}
-    DELETE /_sandbox/apps/{app_id}/channels/{channel}/members/{user_id}
+    POST   /_sandbox/apps/{app_id}/channels/{channel}/members   {"user_id", "user_info"}: a member
+                                                                pinned without a socket (a browser stand-in)
+    DELETE /_sandbox/apps/{app_id}/channels/{channel}/members/{user_id}   unpin (they stay while a
+                                                                socket of theirs is subscribed)
     GET    /_sandbox/apps/{app_id}/channels/{channel}/members   {"members": [{"id", "user_info"}]}
     GET    /_sandbox/apps/{app_id}/events                       {"events": [...]}: the last 100 received
     DELETE /_sandbox/apps/{app_id}/events                       forget them
+    GET    /_sandbox/apps/{app_id}/webhooks                     {"url", "deliveries": [{"time_ms", "events",
+                                                                "status", "error", "attempts"}]}
 """
 
 import collections
