@@ -15,7 +15,9 @@ exit statuses, never a traceback:
 """
 
 import argparse
+import errno
 import logging
+import socket
 import sys
 import threading
 import traceback
@@ -37,6 +39,51 @@ log = logging.getLogger("socialos")
 def conf_dir():
     """``conf/`` of a source checkout, else the copy the wheel carries inside the package."""
     return resources.root() / "conf"
+
+
+def port_taken(host, port):
+    """Why ``host:port`` can't be listened on ("already in use", ...), or None when it can.
+
+    Binds as the servers will (SO_REUSEADDR), so a port in TIME_WAIT is free
+    and one with a listener, on any address, is not.
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host}: {exc.strerror}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "already in use"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"{host} is not an address of this machine"
+            return exc.strerror or str(exc)
+    return None
+
+
+def ports_in_use(settings):
+    """One line per port the app needs that it can't listen on, naming its setting."""
+    wanted = [("PORT", settings.host, settings.port)]
+    if settings.embedded:
+        wanted += [("SANDBOX_API_PORT", "127.0.0.1", settings.sandbox_api_port),
+                   ("SANDBOX_PUSHER_PORT", "127.0.0.1", settings.sandbox_pusher_port),
+                   ("EMBEDDED_DB_PORT", "127.0.0.1", settings.embedded_db_port)]
+    seen, problems = {}, []
+    for name, host, port in wanted:
+        if not port:
+            continue  # 0: the system picks one
+        if port in seen:
+            problems.append(f"{name}={port} is the same port as {seen[port]}")
+            continue
+        seen[port] = name
+        why = port_taken(host, port)
+        if why:
+            problems.append(f"{name}={port} on {host or '0.0.0.0'} is not available: {why}")
+    return problems
 
 
 def parse_args(argv):
@@ -63,7 +110,6 @@ def check_config(args, conf):
         for _, message in exc.problems:
             print(f"{PROG}: bad setting: {message}", file=sys.stderr)
         return EXIT_BAD_SETTINGS
-    from .embedded import ports_in_use
     lines = settings_mod.report(s)
     # A taken port is not a bad setting (it may be free by the time the app starts): said, not failed.
     lines += [f"note: {problem}" for problem in ports_in_use(s)]
@@ -141,7 +187,6 @@ def _main(argv):
         return fail(f"bad settings (--check-config lists them): {exc}", EXIT_BAD_SETTINGS)
 
     # Every port first: nothing starts, and nothing is written, unless all of them are ours to take.
-    from .embedded import EmbeddedFailed, EmbeddedPlugin, ports_in_use
     taken = ports_in_use(s)
     if taken:
         return fail("; ".join(taken), EXIT_PORT_TAKEN)
@@ -162,6 +207,11 @@ def _main(argv):
     engine = cherrypy.engine
     embedded = None
     if s.embedded:
+        try:
+            from .embedded import EmbeddedFailed, EmbeddedPlugin
+        except ImportError:  # the production image leaves embedded mode out
+            return fail("embedded mode is not installed here: set MONGODB_URI (and the other settings "
+                        "--check-config lists)", EXIT_BAD_SETTINGS)
         embedded = EmbeddedPlugin(engine, s)
         embedded.subscribe()
         try:

@@ -2,9 +2,10 @@
 
 ``python app.py`` with no MONGODB_URI (``make run``) launches them before the
 HTTP server starts and the engine stops them after it on Ctrl-C or SIGTERM;
-production never starts anything of the sandbox. Every port is checked free
-before anything starts, and a child counts as up only when that very process
-listens on its port: the app never serves against someone else's database.
+production never starts anything of the sandbox (the image leaves this module
+out). The entry point checks every port free before anything starts, and a
+child counts as up only when that very process listens on its port: the app
+never serves against someone else's database.
 """
 
 import os
@@ -12,34 +13,13 @@ from pathlib import Path
 
 from cherrypy.process.plugins import SimplePlugin
 
-from .sandbox.processes import Database, ProcessExited, Sandbox, port_taken
+from .sandbox.processes import Database, ProcessExited, Sandbox
 
-__all__ = ["EmbeddedPlugin", "EmbeddedFailed", "ports_in_use"]
+__all__ = ["EmbeddedPlugin", "EmbeddedFailed"]
 
 
 class EmbeddedFailed(RuntimeError):
     """Embedded mode could not start; the message is one line for the operator."""
-
-
-def ports_in_use(settings):
-    """One line per port the app needs that it can't listen on, naming the setting."""
-    wanted = [("PORT", settings.host, settings.port)]
-    if settings.embedded:
-        wanted += [("SANDBOX_API_PORT", "127.0.0.1", settings.sandbox_api_port),
-                   ("SANDBOX_PUSHER_PORT", "127.0.0.1", settings.sandbox_pusher_port),
-                   ("EMBEDDED_DB_PORT", "127.0.0.1", settings.embedded_db_port)]
-    seen, problems = {}, []
-    for name, host, port in wanted:
-        if not port:
-            continue  # 0: the system picks one
-        if port in seen:
-            problems.append(f"{name}={port} is the same port as {seen[port]}")
-            continue
-        seen[port] = name
-        why = port_taken(host, port)
-        if why:
-            problems.append(f"{name}={port} on {host or '0.0.0.0'} is not available: {why}")
-    return problems
 
 
 def _loopback(host):

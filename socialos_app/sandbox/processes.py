@@ -6,7 +6,6 @@ child runs in its own process group with its output in a log file.
 """
 
 import ctypes
-import errno
 import os
 import shutil
 import signal
@@ -20,7 +19,7 @@ from pathlib import Path
 from ..settings import DEMO_PUSHER
 
 __all__ = ["Proc", "ProcessExited", "Database", "Sandbox", "DEMO_PUSHER", "app_env", "free_port", "port_open",
-           "port_taken", "wait_for", "secantus_command"]
+           "wait_for", "secantus_command"]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -36,30 +35,6 @@ def port_open(port):
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def port_taken(host, port):
-    """Why ``host:port`` can't be listened on ("in use", ...), or None when it can.
-
-    Binds as the servers will (SO_REUSEADDR), so a port in TIME_WAIT is free
-    and one with a listener, on any address, is not.
-    """
-    try:
-        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        return f"cannot resolve {host}: {exc.strerror}"
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(address)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return "already in use"
-            if exc.errno == errno.EADDRNOTAVAIL:
-                return f"{host} is not an address of this machine"
-            return exc.strerror or str(exc)
-    return None
 
 
 def _listening_inodes(port):
