@@ -10,7 +10,8 @@
 #   browser assets (pusher-js) fetched at build time.
 #
 # Dependencies are installed in a layer of their own, from pyproject.toml and
-# constraints.txt only, so a change to the code reuses it. No apt packages.
+# constraints.txt only, so a change to the code reuses it. The only apt package
+# is Debian's npm, in the throw-away `assets` stage of the dev image.
 # Base images are pinned by digest (the tag in the comment beside it).
 
 # python:3.11.16-slim-bookworm
@@ -39,6 +40,19 @@ COPY static/ static/
 RUN rm -rf socialos_app/sandbox socialos_app/embedded.py
 
 
+# The browser assets for the dev image: the ordinary npm client fetches the pinned
+# packages, scripts/fetch_assets.py checks them against their pinned hashes.
+# Only static/vendor/ leaves this stage (no Node in any image that runs).
+FROM deps AS assets
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends npm \
+    && rm -rf /var/lib/apt/lists/*
+COPY socialos_app/ socialos_app/
+COPY scripts/fetch_assets.py scripts/
+RUN mkdir -p static && python scripts/fetch_assets.py
+
+
 # python:3.11.16-slim-bookworm
 FROM python:3.11.16-slim-bookworm@sha256:c425d915a89a6dcd3183b1797ad9bd8878caff5a417f6371c8df93c8ea8b727f AS dev
 
@@ -63,8 +77,7 @@ COPY socialos_app/ socialos_app/
 COPY templates/ templates/
 COPY static/ static/
 # pusher-js (pinned, integrity-checked) from the npm registry, served by the app.
-COPY scripts/fetch_assets.py scripts/
-RUN python scripts/fetch_assets.py
+COPY --from=assets /src/static/vendor/ static/vendor/
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
