@@ -40,7 +40,7 @@ def error_page(status, message, traceback, version):  # CherryPy's signature
     try:
         return render("error.html", title=heading, heading=heading, message=message, back=back,
                       back_label=label, user=signed_in, csrf_token=getattr(request, "csrf_token", ""))
-    except Exception:  # the error page itself must never fail
+    except Exception:  # noqa: BLE001 - the error page itself must never fail
         return f"{code} {heading}"
 
 

@@ -12,18 +12,17 @@ from cherrypy import _cpreqbody
 from cherrypy.process.plugins import SimplePlugin
 
 from . import http, logs, metrics, resources, tools  # noqa: F401 - tools registers the CherryPy tools
-from .errorpages import error_page, unexpected_error
-from .health import Health
-from .request import Request, Response
 from .client import SocialOS
 from .crypto import Keyring
+from .db import connect, database
 from .directory import MemberDirectory
+from .errorpages import error_page, unexpected_error
+from .health import Health
+from .pages import Root
 from .presence import PresencePages, PusherEndpoints, live_config
 from .pusher import Pusher
-from .pages import Root
-from .render import render
+from .request import Request, Response
 from .sessions import SessionEngine, StoreUnavailable
-from .db import connect, database
 from .sessions.mongo import MongoSessionStore
 from .throttle import LoginThrottle
 

@@ -29,7 +29,7 @@ def raw(app, data, wait=5.0):
         while time.monotonic() < deadline:
             try:
                 chunk = conn.recv(65536)
-            except (ConnectionResetError, socket.timeout):
+            except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
                 break

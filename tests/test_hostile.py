@@ -329,7 +329,7 @@ def raw_request(app, data, wait=BOUND):
         while time.monotonic() - started < wait:
             try:
                 chunk = conn.recv(65536)
-            except (ConnectionResetError, socket.timeout):
+            except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
                 break

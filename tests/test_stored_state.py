@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 import requests
+from test_web import active_keys, database, get, post, record_id
 
 from conftest import csrf_from, sign_in
-from test_web import active_keys, database, get, post, record_id
 
 DEADLINE = 5.0
 

@@ -12,7 +12,7 @@ import json
 import re
 import secrets
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import bson
@@ -78,7 +78,7 @@ def assert_sent_to_sign_in(session, app, path="/dashboard"):
 
 
 def utcnow():
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 # -- signing in and out ------------------------------------------------------------

@@ -28,7 +28,7 @@ import json
 import secrets
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import unquote
 
 from socialos_app.sandbox.base import JSONHandler, SandboxServer
@@ -213,7 +213,7 @@ class SocialOSHandler(JSONHandler):
             return self.send_json(400, {"error": "ttl must be a whole number of seconds"})
         ttl = max(MIN_TTL, min(MAX_TTL, ttl))
         token, key = self.server.keys.create(username, ttl)
-        expires = datetime.fromtimestamp(key["expires"], timezone.utc).isoformat(timespec="seconds")
+        expires = datetime.fromtimestamp(key["expires"], UTC).isoformat(timespec="seconds")
         self.send_json(200, {"token": token, "password": key["password"], "expires": expires})
 
     def revoke_key(self, token):
