@@ -15,7 +15,7 @@ from .errors import Unauthorized, UpstreamError
 from .logs import security_event
 from .sessions import Credentials
 
-__all__ = ["WrongCredentials", "Throttled", "sign_in", "sign_out", "end_devices", "end_user"]
+__all__ = ["WrongCredentials", "Throttled", "sign_in", "sign_out", "end_devices", "end_user", "stop"]
 
 log = logging.getLogger("socialos")
 
@@ -26,6 +26,12 @@ USERNAME = re.compile(r"[\w.@+-]{1,128}")
 # then the rest finish in the background (keys also expire by their TTL).
 REVOKE_WAIT = 2.0
 _revokers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="revoke")
+
+
+def stop():
+    """At engine stop: drop revocations not yet started (their keys lapse by TTL) so
+    the process exits at once."""
+    _revokers.shutdown(wait=False, cancel_futures=True)
 
 
 class WrongCredentials(Exception):
@@ -94,7 +100,10 @@ def _revoke(services, username, key_password, key_tokens):
         except UpstreamError as exc:
             log.warning("an ended device's upstream key was not revoked (%s); it expires by its TTL",
                         type(exc).__name__)
-    futures = [_revokers.submit(one, t) for t in key_tokens if t]
+    try:
+        futures = [_revokers.submit(one, t) for t in key_tokens if t]
+    except RuntimeError:  # the server is stopping: the keys lapse by their TTL
+        return
     if futures:
         wait(futures, timeout=REVOKE_WAIT)
 

@@ -9,7 +9,7 @@ call, so it is safe to log or show.
 
 __all__ = ["UpstreamError", "Unauthorized", "Forbidden", "NotFound", "Unimplemented",
            "PayloadTooLarge", "BadRequest", "UpstreamUnavailable", "error_for_status",
-           "LABELS", "REASONS"]
+           "LABELS", "REASONS", "explain"]
 
 # Service key -> the name a person reads. Keys are what code compares; labels may change.
 LABELS = {
@@ -86,3 +86,18 @@ def error_for_status(status, message, service="socialos", extra=None):
     """The typed error for an HTTP status; ``extra`` adds service-specific ones."""
     cls = (extra or {}).get(status) or _BY_STATUS.get(status, UpstreamError)
     return cls(message, status=status, service=service)
+
+
+def explain(exc):
+    """An upstream failure in words a person understands: which service, and what went wrong."""
+    label = exc.label[:1].upper() + exc.label[1:]
+    if isinstance(exc, UpstreamUnavailable):
+        return {
+            "refused": f"{label} could not be reached.",
+            "busy": f"{label} is too busy to answer right now.",
+            "circuit_open": f"{label} has been failing, so we are not asking it for a few seconds.",
+        }.get(exc.reason, f"{label} did not answer in time.")
+    if isinstance(exc, Unauthorized):
+        return f"{label} did not accept this server's credentials."
+    status = f" ({exc.status})" if exc.status else ""
+    return f"{label} answered with an error{status}."

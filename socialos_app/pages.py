@@ -14,7 +14,7 @@ import cherrypy
 
 from . import accounts
 from .devices import describe
-from .errors import Unauthorized, UpstreamError, UpstreamUnavailable
+from .errors import Unauthorized, UpstreamError, UpstreamUnavailable, explain
 from .render import plural, render
 from .tools import expire_cookie, set_cookie
 
@@ -81,24 +81,6 @@ def safe_next(value, default="/dashboard"):
     if parts.scheme or parts.netloc or parts.path not in GET_PAGES:
         return default
     return value
-
-
-def explain(exc):
-    """An upstream failure in words a user understands: which service, and what went wrong."""
-    label = exc.label[:1].upper() + exc.label[1:]
-    if isinstance(exc, UpstreamUnavailable):
-        reason = getattr(exc, "reason", "")
-        if reason == "refused":
-            return f"{label} could not be reached."
-        if reason == "busy":
-            return f"{label} is too busy to answer right now."
-        if reason == "circuit_open":
-            return f"{label} has been failing, so we are not asking it for a few seconds."
-        return f"{label} did not answer in time."
-    if isinstance(exc, Unauthorized):
-        return f"{label} did not accept this server's credentials."
-    status = f" ({exc.status})" if getattr(exc, "status", None) else ""
-    return f"{label} answered with an error{status}."
 
 
 def _as_dict(answer):

@@ -33,7 +33,7 @@ import cherrypy
 
 from . import assets
 from .db import StoreUnavailable
-from .errors import NotFound, UpstreamError, UpstreamUnavailable
+from .errors import NotFound, UpstreamError, UpstreamUnavailable, explain
 from .logs import security_event
 from .pusher import WebhookError, valid_presence_channel, valid_private_channel, valid_socket_id
 from .render import render
@@ -223,8 +223,14 @@ class PresencePages:
         settings = self.services.settings
         channel = settings.pusher_channel if channel is None else channel
         if not isinstance(channel, str) or not valid_presence_channel(channel):
-            raise cherrypy.HTTPError(400, "A presence channel name starts with 'presence-' and uses "
-                                          "only letters, digits and _ - = @ , . ; (at most 164).")
+            # The form again, with the mistake said beside the field (the hint shows the format).
+            cherrypy.serving.response.status = 400
+            typed = channel[:164] if isinstance(channel, str) else ""
+            return render("presence.html", title="Presence", channel=typed, members=[], channels=[],
+                          channel_error="A presence channel name starts with 'presence-' and uses only "
+                                        "letters, digits and _ - = @ , . ; (at most 164).",
+                          problem="", unnamed=[], later=0, last_known=False, live=None,
+                          no_live="", pusher_key="", pusher_cluster="")
         user = cherrypy.serving.request.signed_in
         pusher = self.services.pusher
         members, channels, problem, status = [], [], "", 200
@@ -237,12 +243,9 @@ class PresencePages:
             channels_call = _pool.submit(pusher.channels, "presence-", ("user_count",))
             try:
                 ids = sorted(set(users_call.result()))
-            except UpstreamUnavailable:
-                problem, status = "Pusher did not answer in time, so the member list can't be shown. " \
-                                  "Reload in a moment.", 504
             except UpstreamError as exc:
-                problem, status = f"Pusher refused the member list request ({exc.status or 'no status'}): " \
-                                  f"{exc.message}", 502
+                status = 504 if isinstance(exc, UpstreamUnavailable) else 502
+                problem = f"{explain(exc)} The member list can't be shown right now; reload in a moment."
             else:
                 names, unnamed, later = self._names(user, ids, started + min(LOOKUP_DEADLINE, PAGE_BUDGET - 1.0))
                 members = [{"id": i, "name": names.get(i, "")} for i in ids]

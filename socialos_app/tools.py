@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 import cherrypy
 
 from . import metrics
-from .errors import Unauthorized, UpstreamError, UpstreamUnavailable
+from .errors import Unauthorized, UpstreamError, UpstreamUnavailable, explain
 from .logs import security_event
 from .sessions import StoreUnavailable
 
@@ -150,21 +150,6 @@ def resolve_session(engine, socialos, cookie_name, secure, required=True):
 
 
 # -- upstream and database trouble → a clear answer -------------------------
-def _label(exc, capital=False):
-    label = getattr(exc, "label", None) or "an upstream service"
-    return label[:1].upper() + label[1:] if capital else label
-
-
-def _unavailable_message(exc):
-    reason = getattr(exc, "reason", "timeout")
-    if reason == "refused":
-        return f"We could not reach {_label(exc)} just now. Please try again in a moment."
-    if reason in ("busy", "circuit_open"):
-        return (f"{_label(exc, True)} is having trouble right now, so we are not waiting on it. "
-                "Please try again in a few seconds.")
-    return f"{_label(exc, True)} did not answer in time. Please try again in a moment."
-
-
 def translate_errors(engine, cookie_name, secure):
     """Before the handler: wrap it so upstream and database errors become pages.
 
@@ -182,7 +167,7 @@ def translate_errors(engine, cookie_name, secure):
         except Unauthorized as exc:
             signed_in = request.signed_in
             if signed_in is None or exc.service != "socialos":
-                raise cherrypy.HTTPError(502, f"{_label(exc, True)} refused our credentials.") from None
+                raise cherrypy.HTTPError(502, explain(exc)) from None
             try:
                 engine.end(signed_in.token)
             except StoreUnavailable:
@@ -190,11 +175,9 @@ def translate_errors(engine, cookie_name, secure):
             expire_cookie(cookie_name, secure)
             raise cherrypy.HTTPRedirect(login_url(_here(), "expired"), 303) from None
         except UpstreamUnavailable as exc:
-            raise cherrypy.HTTPError(504, _unavailable_message(exc)) from None
+            raise cherrypy.HTTPError(504, f"{explain(exc)} Please try again in a moment.") from None
         except UpstreamError as exc:
-            raise cherrypy.HTTPError(502, f"{_label(exc, True)} answered with an error"
-                                          f"{f' ({exc.status})' if exc.status else ''}. "
-                                          "Please try again in a moment.") from None
+            raise cherrypy.HTTPError(502, f"{explain(exc)} Please try again in a moment.") from None
         except StoreUnavailable:
             raise cherrypy.HTTPError(503, DB_DOWN) from None
 

@@ -11,7 +11,7 @@ import cherrypy
 from cherrypy import _cpreqbody
 from cherrypy.process.plugins import SimplePlugin
 
-from . import http, logs, metrics, resources, tools  # noqa: F401 - tools registers the CherryPy tools
+from . import accounts, http, logs, metrics, resources, tools  # noqa: F401 - tools registers the CherryPy tools
 from .client import SocialOS
 from .crypto import Keyring
 from .db import connect, database
@@ -89,6 +89,10 @@ def _form_or_4xx(processor):
         except OSError:
             raise cherrypy.HTTPError(408, "The form in this request arrived too slowly "
                                           "or not at all.") from None
+        reader = entity.fp
+        if getattr(reader, "length", None) is not None and reader.bytes_read < reader.length:
+            # The client stopped before its own Content-Length: half a form is no form.
+            raise cherrypy.HTTPError(400, "The form in this request arrived incomplete.")
     return process
 
 
@@ -185,6 +189,7 @@ class ServicesPlugin(SimplePlugin):
     def stop(self):
         self.services.engine.stop_watching()
         self.services.socialos.transport.close()
+        accounts.stop()
 
 
 def mount(settings, conf_file=None):

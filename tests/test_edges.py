@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import sign_in
+from conftest import csrf_from, sign_in
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 15
@@ -165,18 +165,22 @@ def test_an_unknown_charset_is_a_400(app):
     no_internals(answer.text)
 
 
-def test_a_body_that_stops_short_is_a_4xx_and_the_server_goes_on(app, signed_in):
-    token = signed_in.cookies["session"]
+def test_a_sign_out_whose_body_stops_short_is_a_4xx_and_signs_no_one_out(app):
+    s, answer = sign_in(app)
+    assert answer.status_code == 303
+    token = s.cookies["session"]
+    form = f"csrf_token={csrf_from(s.get(app.url('/dashboard'), timeout=TIMEOUT).text)}".encode()
     with socket.create_connection(("127.0.0.1", app.port), timeout=20) as conn:
-        conn.sendall(b"POST /devices HTTP/1.1\r\nHost: x\r\nCookie: session=" + token.encode()
-                     + b"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
-                     + b"csrf_token=abc")
-        conn.shutdown(socket.SHUT_WR)  # the rest never comes
+        conn.sendall(b"POST /logout HTTP/1.1\r\nHost: x\r\nCookie: session=" + token.encode()
+                     + b"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: "
+                     + str(len(form) + 500).encode() + b"\r\n\r\n" + form)
+        conn.shutdown(socket.SHUT_WR)  # the promised rest never comes
         answer = b""
         while chunk := conn.recv(65536):
             answer += chunk
-    assert not answer or 400 <= status_of(answer) < 500
-    assert signed_in.get(app.url("/dashboard"), timeout=TIMEOUT).status_code == 200
+    assert 400 <= status_of(answer) < 500
+    no_internals(answer.decode("utf-8", "replace").split("\r\n\r\n", 1)[-1])
+    assert s.get(app.url("/dashboard"), allow_redirects=False, timeout=TIMEOUT).status_code == 200
 
 
 # -- a slow upstream doesn't starve the rest ---------------------------------------------------
