@@ -27,8 +27,9 @@ import hashlib
 from datetime import datetime, timedelta
 
 from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from .db import database, guarded, utcnow
+from .db import StoreUnavailable, database, guarded, utcnow
 
 __all__ = ["LoginThrottle"]
 
@@ -82,8 +83,16 @@ class LoginThrottle:
         guarded(self.collection.create_index, "expires", name="ttl", expireAfterSeconds=0)
 
     def _take(self, key, limit, now):
-        doc = guarded(self.collection.find_one_and_update, {"_id": key}, _reserve_pipeline(now, limit),
-                      upsert=True, return_document=ReturnDocument.AFTER)
+        def update():
+            return self.collection.find_one_and_update(
+                {"_id": key}, _reserve_pipeline(now, limit), upsert=True, return_document=ReturnDocument.AFTER)
+        try:
+            doc = update()
+        except DuplicateKeyError:
+            # Two first attempts raced to create the counter; the other one made it: count against it.
+            doc = guarded(update)
+        except PyMongoError as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
         if doc.get("ok"):
             return 0
         return max(1, int((doc["until"] - now).total_seconds() + 0.999))
