@@ -6,7 +6,7 @@ import re
 import pytest
 import requests
 
-from support import App, Database, Sandbox, app_env
+from support import LOGS, SECRETS, App, Database, Sandbox, app_env, remember_secret
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +78,27 @@ def sign_in(app, username="demo", password="demo", session=None, next_path=None)
     if next_path is not None:
         data["next"] = next_path
     answer = s.post(app.url("/login"), data=data, allow_redirects=False, timeout=10)
+    remember_secret(data["csrf_token"])
+    if password != username:
+        remember_secret(password, minimum=6)
+    for cookie in s.cookies:
+        if cookie.name.endswith("session"):
+            remember_secret(cookie.value)
     return s, answer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logs_hold_no_secret():
+    """When the run ends: no app log holds a token, password or key the tests used."""
+    yield
+    found = []
+    for path in LOGS:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        found += [f"{path.name}: {secret[:6]}…" for secret in SECRETS if secret in text]
+    assert not found, f"secrets in the app logs: {found[:10]}"
 
 
 @pytest.fixture

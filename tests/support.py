@@ -11,7 +11,8 @@ import requests
 from socialos_app.sandbox import processes
 from socialos_app.sandbox.processes import Proc, free_port, port_open, wait_for
 
-__all__ = ["App", "Database", "Sandbox", "Proc", "app_env", "free_port", "port_open", "wait_for"]
+__all__ = ["App", "Database", "Sandbox", "Proc", "app_env", "free_port", "port_open", "wait_for",
+           "LOGS", "SECRETS", "remember_secret"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -54,6 +55,18 @@ def app_env(db, sandbox, **overrides):
                              **overrides)
 
 
+# What the run's app logs must never hold: filled as apps start and tests sign in,
+# checked when the run ends (conftest.py).
+LOGS = []       # log files of every app process started
+SECRETS = set() # SECURE_KEYs, session tokens, CSRF tokens and passwords the tests used
+
+
+def remember_secret(value, minimum=8):
+    """Add a value the logs must never contain (short or everyday words are skipped)."""
+    if isinstance(value, str) and len(value) >= minimum:
+        SECRETS.add(value)
+
+
 class App:
     """``python app.py`` on an ephemeral port; ``url(path)`` builds addresses."""
 
@@ -73,6 +86,9 @@ class App:
     def start(self, wait=True):
         args = [PYTHON, "app.py", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         self.proc = Proc("app", args, env=self.env).start()
+        LOGS.append(self.proc.log_path)
+        for name in ("SECURE_KEY", "SOCIALOS_ADMIN_PASSWORD", "PUSHER_SECRET"):
+            remember_secret(self.env.get(name))
         if wait:
             def ready():
                 return self.proc.alive() and requests.get(self.url("/healthz"), timeout=2).status_code in (200, 503)
