@@ -44,7 +44,7 @@ from Crypto.Cipher import AES
 from Crypto.Hash import HMAC, SHA256
 from Crypto.Protocol.KDF import HKDF
 
-__all__ = ["Keyring", "ServerKey", "SessionKey", "new_token", "looks_like_token"]
+__all__ = ["Keyring", "ServerKey", "new_token", "looks_like_token"]
 
 TOKEN_BYTES = 32          # 256 bits of entropy in every cookie
 FORMAT_VERSION = b"\x01"  # first byte of every sealed blob
@@ -172,9 +172,6 @@ class ServerKey:
             return False
         # As bytes: compare_digest raises TypeError on str with non-ASCII characters.
         return hmac.compare_digest(self.csrf_token(binding).encode(), given.encode("utf-8", "replace"))
-
-
-SessionKey = ServerKey  # the old name, until every caller has moved
 
 
 class Keyring:

@@ -12,7 +12,7 @@ import time
 import cherrypy
 from cherrypy.process.plugins import Monitor
 
-from .sessions import StoreUnavailable
+from .db import StoreUnavailable
 
 __all__ = ["Health"]
 

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from .db import StoreUnavailable, database, guarded, utcnow
+from .db import StoreUnavailable, guarded, utcnow
 
 __all__ = ["LoginThrottle"]
 
@@ -72,10 +72,8 @@ class LoginThrottle:
     Methods raise ``StoreUnavailable`` when the database is down.
     """
 
-    def __init__(self, collection=None, max_failures=5):
-        if isinstance(collection, int):  # the old signature, LoginThrottle(max_failures)
-            collection, max_failures = None, collection
-        self.collection = collection if collection is not None else database()["login_failures"]
+    def __init__(self, collection, max_failures=5):
+        self.collection = collection
         self.max_failures = max_failures
 
     def setup(self):
@@ -111,11 +109,3 @@ class LoginThrottle:
         guarded(self.collection.delete_one, {"_id": _key("ua", username, address)})
         guarded(self.collection.update_one, {"_id": _key("a", address), "count": {"$gt": 0}},
                 {"$inc": {"count": -1}})
-
-    # The names from before ``reserve``; kept until every caller has moved.
-    def blocked(self, username, address):
-        """Deprecated: ``reserve`` (this counts the attempt, as ``reserve`` does)."""
-        return self.reserve(username, address)
-
-    def failed(self, username, address):
-        """Deprecated: nothing to do, ``reserve`` counted the attempt."""

@@ -14,9 +14,9 @@ from urllib.parse import quote, urlencode
 import cherrypy
 
 from . import metrics
+from .db import StoreUnavailable
 from .errors import Unauthorized, UpstreamError, UpstreamUnavailable, explain
 from .logs import security_event
-from .sessions import StoreUnavailable
 
 __all__ = ["SignedIn", "set_cookie", "expire_cookie", "login_url", "DB_DOWN"]
 

@@ -14,7 +14,7 @@ from cherrypy.process.plugins import SimplePlugin
 from . import accounts, http, logs, metrics, resources, tools  # noqa: F401 - tools registers the CherryPy tools
 from .client import SocialOS
 from .crypto import Keyring
-from .db import connect, database
+from .db import StoreUnavailable, connect, database
 from .directory import MemberDirectory
 from .errorpages import error_page, unexpected_error
 from .health import Health
@@ -22,7 +22,7 @@ from .pages import Root
 from .presence import PresencePages, PusherEndpoints, live_config
 from .pusher import Pusher
 from .request import Request, Response
-from .sessions import SessionEngine, StoreUnavailable
+from .sessions import SessionEngine
 from .sessions.mongo import MongoSessionStore
 from .throttle import LoginThrottle
 

@@ -12,7 +12,7 @@ import secrets
 import pytest
 
 from socialos_app import crypto, settings
-from socialos_app.crypto import Keyring, SessionKey, looks_like_token, new_token
+from socialos_app.crypto import Keyring, ServerKey, looks_like_token, new_token
 from socialos_app.settings import SettingsError, decode_key, load
 
 K1 = secrets.token_bytes(32)
@@ -22,7 +22,7 @@ HEXCHARS = set("0123456789abcdef")
 
 @pytest.fixture
 def key():
-    return SessionKey(K1)
+    return ServerKey(K1)
 
 
 @pytest.fixture
@@ -52,19 +52,19 @@ def test_junk_is_not_a_token(junk):
 # -- record ids -----------------------------------------------------------------------
 def test_record_id_is_64_hex_deterministic_and_per_key():
     token = new_token()
-    rid = SessionKey(K1).record_id(token)
+    rid = ServerKey(K1).record_id(token)
     assert len(rid) == 64 and set(rid) <= HEXCHARS
-    assert SessionKey(K1).record_id(token) == rid          # same key, same id: sessions can be found
-    assert SessionKey(K2).record_id(token) != rid          # another server secret, another id
-    assert SessionKey(K1).record_id(new_token()) != rid    # another token, another id
+    assert ServerKey(K1).record_id(token) == rid          # same key, same id: sessions can be found
+    assert ServerKey(K2).record_id(token) != rid          # another server secret, another id
+    assert ServerKey(K1).record_id(new_token()) != rid    # another token, another id
     assert token not in rid
 
 
 def test_keyring_gives_ids_under_every_key_current_first():
     token = new_token()
     ring = Keyring(K2, [K1])
-    assert ring.current.record_id(token) == SessionKey(K2).record_id(token)
-    assert ring.record_ids(token) == [SessionKey(K2).record_id(token), SessionKey(K1).record_id(token)]
+    assert ring.current.record_id(token) == ServerKey(K2).record_id(token)
+    assert ring.record_ids(token) == [ServerKey(K2).record_id(token), ServerKey(K1).record_id(token)]
 
 
 # -- seal / open ----------------------------------------------------------------------
@@ -106,7 +106,7 @@ def test_wrong_token_record_or_key_opens_nothing(key, sealed):
     assert key.open(token, key.record_id(other), blob) is None     # moved to another record
     assert key.open(token, "0" * 64, blob) is None
     assert key.open(token, rid[:-1], blob) is None
-    assert SessionKey(K2).open(token, rid, blob) is None           # another server secret
+    assert ServerKey(K2).open(token, rid, blob) is None           # another server secret
 
 
 def test_nonces_are_unique_so_the_same_key_seals_differently(key):
@@ -125,10 +125,10 @@ def test_csrf_token_is_bound_to_the_binding_and_the_key(key):
     token = key.csrf_token(a)
     assert key.csrf_token(a) == token                 # stable for the same binding
     assert key.csrf_token(b) != token                 # another session, another token
-    assert SessionKey(K2).csrf_token(a) != token      # another server secret, another token
+    assert ServerKey(K2).csrf_token(a) != token      # another server secret, another token
     assert key.check_csrf(a, token)
     assert not key.check_csrf(b, token)
-    assert not SessionKey(K2).check_csrf(a, token)
+    assert not ServerKey(K2).check_csrf(a, token)
 
 
 @pytest.mark.parametrize("given", [None, "", 123, b"bytes", ["list"], "0" * 64, "x", "é" * 64, "\x00" * 64])
@@ -366,4 +366,3 @@ def test_keyring_opens_with_the_key_that_named_the_record_and_checks_csrf_under_
     assert ring.csrf_token("session:" + token) == crypto.ServerKey(K2).csrf_token("session:" + token)
     assert ring.csrf_token("session:" + token) != csrf
     assert not Keyring(K2).check_csrf("session:" + token, csrf)
-    assert crypto.SessionKey is crypto.ServerKey    # the old name, until callers move

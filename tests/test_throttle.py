@@ -204,12 +204,6 @@ def test_successful_sign_ins_give_the_address_its_attempts_back(throttle):
         throttle.succeeded(f"user{i}", "10.0.0.5")
 
 
-def test_the_old_method_names_still_count(throttle):
-    assert [throttle.blocked("bob", "10.0.0.6") for _ in range(5)] == [0] * 5
-    throttle.failed("bob", "10.0.0.6")
-    assert throttle.blocked("bob", "10.0.0.6") > 0
-
-
 def test_parallel_wrong_passwords_reach_the_upstream_five_times(start_app, sandbox):
     app = start_app()
     browsers = [Browser(app) for _ in range(8)]

@@ -3,6 +3,6 @@ in-memory (memory) backends, the per-instance cache (cache), and the policy
 that ties them to cookies and crypto (engine)."""
 
 from .engine import Credentials, SessionEngine
-from .store import RecordExists, SessionRecord, SessionStore, StoreUnavailable
+from .store import RecordExists, SessionRecord, SessionStore
 
-__all__ = ["Credentials", "RecordExists", "SessionEngine", "SessionRecord", "SessionStore", "StoreUnavailable"]
+__all__ = ["Credentials", "RecordExists", "SessionEngine", "SessionRecord", "SessionStore"]

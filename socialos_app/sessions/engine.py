@@ -49,12 +49,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from .. import logs, metrics
-from ..crypto import Keyring, looks_like_token, new_token
+from ..crypto import looks_like_token, new_token
 from ..db import utcnow
 from .cache import SessionCache
 from .store import RecordExists, SessionRecord
 
-__all__ = ["Credentials", "SessionEngine", "record_message", "utcnow"]
+__all__ = ["Credentials", "SessionEngine", "record_message"]
 
 TOUCH_EVERY = timedelta(seconds=60)
 SEAL_MARK = 2          # "v" in every seal's plaintext since records carry tags
@@ -134,6 +134,7 @@ def short_id(record_id):
 class SessionEngine:
     """Creates, resumes and ends sessions over any ``SessionStore``.
 
+    ``keyring`` is the ``crypto.Keyring`` of the server secrets.
     ``cache_size`` > 0 keeps up to that many records in this instance,
     trusted only while ``start_watching`` has the store's change feed running.
     Every method may raise ``StoreUnavailable`` (a real database failure only).
@@ -141,7 +142,7 @@ class SessionEngine:
 
     def __init__(self, store, keyring, idle_seconds, max_age_seconds, cache_size=0):
         self.store = store
-        self.keyring = keyring if isinstance(keyring, Keyring) else Keyring(keyring)
+        self.keyring = keyring
         self.idle = timedelta(seconds=idle_seconds)
         self.max_age = timedelta(seconds=max_age_seconds)
         self.cache = SessionCache(cache_size) if cache_size else None

@@ -16,11 +16,10 @@ import mongoengine as me
 from pymongo import DESCENDING, ReadPreference, WriteConcern
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
-from ..db import ALIAS, StoreUnavailable, connect, database, guarded
-from ..db import guarded as call  # old name, kept until every caller moves to db.guarded
+from ..db import ALIAS, StoreUnavailable, guarded
 from .store import RecordExists, SessionRecord, SessionStore
 
-__all__ = ["MongoSessionStore", "SessionDocument", "call", "connect"]
+__all__ = ["MongoSessionStore", "SessionDocument"]
 
 log = logging.getLogger("socialos")
 
@@ -70,11 +69,9 @@ def _document(record):
 
 
 class MongoSessionStore(SessionStore):
-    """Sessions in one MongoDB collection (default: ``sessions`` of the connected database)."""
+    """Sessions in one MongoDB collection (assembly passes ``sessions`` of the app's database)."""
 
-    def __init__(self, collection=None):
-        if collection is None:
-            collection = database()["sessions"]
+    def __init__(self, collection):
         self.collection = collection.with_options(
             read_preference=ReadPreference.PRIMARY,
             write_concern=WriteConcern(w="majority", j=True),

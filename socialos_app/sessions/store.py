@@ -10,9 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ..db import StoreUnavailable
-
-__all__ = ["RecordExists", "SessionRecord", "SessionStore", "StoreUnavailable"]
+__all__ = ["RecordExists", "SessionRecord", "SessionStore"]
 
 
 class RecordExists(Exception):
@@ -45,7 +43,7 @@ class SessionRecord:
 
 
 class SessionStore(ABC):
-    """Where sessions live. Every method may raise ``StoreUnavailable``, and only
+    """Where sessions live. Every method may raise ``db.StoreUnavailable``, and only
     for a real failure of the backend (never for a missing or duplicate record)."""
 
     @abstractmethod
@@ -107,8 +105,3 @@ class SessionStore(ABC):
         through on every request.
         """
         raise NotImplementedError
-
-    # The names pages used before the engine owned these rules; kept until they move.
-    def destroy_where(self, username, handle=None, keep_id=None):
-        """Deprecated: ``SessionEngine.end_devices``. The number deleted."""
-        return len(self.take(username, handle=handle, keep_id=keep_id))
