@@ -28,7 +28,7 @@ Two more subkeys, derived once per process, serve the stored record itself:
   server can revoke the keys of sessions it ends without their cookies.
 
 Rotation: a ``Keyring`` holds the current SECURE_KEY and any previous ones
-and owns the loop over them (record ids, opening, CSRF checks). New
+and owns the loop over them (record ids, opening, record tags, CSRF checks). New
 sessions use the current key; a session made under a previous key is still
 found (its record id under that key) and opened, then re-sealed.
 """
@@ -181,31 +181,35 @@ class Keyring:
     """
 
     def __init__(self, current, previous=()):
-        self.keys = [ServerKey(current)] + [ServerKey(k) for k in previous]
+        self._keys = [ServerKey(current)] + [ServerKey(k) for k in previous]
 
     @property
     def current(self):
         """The key new sessions, seals and CSRF tokens are made with."""
-        return self.keys[0]
+        return self._keys[0]
 
     def record_ids(self, token):
         """Record ids of a token under every key, current first."""
-        return [key.record_id(token) for key in self.keys]
-
-    def key_at(self, index):
-        """The key at ``index`` of ``record_ids``' order (0: the current one)."""
-        return self.keys[index]
+        return [key.record_id(token) for key in self._keys]
 
     def open(self, token, record_id, blob):
         """Open a session's seal with whichever key named the record; None if none does."""
-        for key in self.keys:
+        for key in self._keys:
             if key.record_id(token) == record_id:
                 return key.open(token, record_id, blob)
         return None
 
+    def check_record_tag(self, message, tag, index=None):
+        """True when ``tag`` is the record tag of ``message`` under the key at ``index``
+        of ``record_ids``' order (the key that named the record), or, without
+        ``index``, under any honoured key."""
+        if index is not None:  # the hot path: one HMAC
+            return self._keys[index].check_record_tag(message, tag)
+        return any(key.check_record_tag(message, tag) for key in self._keys)
+
     def open_ref(self, record_id, blob):
         """Open a sealed server-side reference under any key; None if none opens it."""
-        for key in self.keys:
+        for key in self._keys:
             found = key.open_ref(record_id, blob)
             if found is not None:
                 return found
@@ -217,4 +221,4 @@ class Keyring:
 
     def check_csrf(self, binding, given):
         """True when ``given`` is the CSRF token of ``binding`` under any honoured key."""
-        return any(key.check_csrf(binding, given) for key in self.keys)
+        return any(key.check_csrf(binding, given) for key in self._keys)

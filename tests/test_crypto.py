@@ -366,3 +366,14 @@ def test_keyring_opens_with_the_key_that_named_the_record_and_checks_csrf_under_
     assert ring.csrf_token("session:" + token) == crypto.ServerKey(K2).csrf_token("session:" + token)
     assert ring.csrf_token("session:" + token) != csrf
     assert not Keyring(K2).check_csrf("session:" + token, csrf)
+
+
+def test_keyring_checks_a_record_tag_under_the_key_that_named_it_or_under_any():
+    message = b"socialos/v1/record" + secrets.token_bytes(40)
+    tag = ServerKey(K1).record_tag(message)
+    ring = Keyring(K2, [K1])
+    assert ring.check_record_tag(message, tag, index=1)        # the previous key named the record
+    assert not ring.check_record_tag(message, tag, index=0)    # the current key did not make this tag
+    assert ring.check_record_tag(message, tag)                 # some honoured key did
+    assert not Keyring(K2).check_record_tag(message, tag)
+    assert not ring.check_record_tag(message + b"!", tag)      # another message, the same tag

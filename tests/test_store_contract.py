@@ -125,7 +125,8 @@ def test_list_user_newest_first_live_bounds_and_limit(store):
 def test_stats_count_live_records_by_user_and_hour(store):
     now = utcnow()
     for username in ("ann", "ann", "ben"):
-        store.create(record(username, created=now.replace(hour=7)))
+        # Made at 7 o'clock (whatever the time now), used just now: live at any hour of the day.
+        store.create(record(username, created=now.replace(hour=7), accessed=now, expires=now + timedelta(hours=1)))
     store.create(record("cat", created=now.replace(hour=9), accessed=now - timedelta(hours=2)))
     store.create(record("dan", created=now.replace(hour=9), expires=now - timedelta(seconds=1)))
     stats = store.stats(now - timedelta(hours=1), now)

@@ -224,7 +224,7 @@ class SessionEngine:
         if not record.tag:
             return self._adopt(token, record, index, now)
         try:
-            authentic = self.keyring.key_at(index).check_record_tag(record_message(record), record.tag)
+            authentic = self.keyring.check_record_tag(record_message(record), record.tag, index)
         except TypeError:
             authentic = False
         if not authentic:
@@ -300,7 +300,7 @@ class SessionEngine:
             message = record_message(record)
         except TypeError:
             return False
-        return any(key.check_record_tag(message, record.tag) for key in self.keyring.keys)
+        return self.keyring.check_record_tag(message, record.tag)
 
     def _forget(self, record_id):
         if self.cache is not None:
@@ -317,7 +317,7 @@ class SessionEngine:
 
     def _adopt(self, token, record, index, now):
         """A record from before tags: check it, clamp what nothing vouched for, tag it."""
-        unpacked = _unpack(self.keyring.key_at(index).open(token, record.id, record.sealed))
+        unpacked = _unpack(self.keyring.open(token, record.id, record.sealed))
         if unpacked is None or unpacked[1]:
             # Not ours, or a record written since tags exist with its tag stripped.
             self._tampered(record)
