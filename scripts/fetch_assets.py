@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from socialos_app.assets import PINNED, local_path  # noqa: E402 - after the path fix above
+from socialos_app.assets import PINNED, local_path  # after the path fix above
 
 
 class Mismatch(Exception):

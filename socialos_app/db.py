@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 import mongoengine as me
 from pymongo.errors import PyMongoError
 
-__all__ = ["ALIAS", "StoreUnavailable", "connect", "database", "client", "guarded", "utcnow"]
+from .settings import Settings
+
+__all__ = ["ALIAS", "StoreUnavailable", "connect", "disconnect", "database", "guarded", "utcnow"]
 
 ALIAS = "sessions"  # the mongoengine alias every document and store uses
 
@@ -22,7 +24,7 @@ class StoreUnavailable(Exception):
     """The database cannot be reached now; the request should get a 503."""
 
 
-def connect(uri, timeout_ms=2000, pool_size=20, **client_options):
+def connect(uri, timeout_ms=Settings.db_timeout_ms, pool_size=Settings.thread_pool + 4, **client_options):
     """Register the connection (lazy: nothing is sent until first use); the ``MongoClient``.
 
     Bounded server-selection and socket timeouts turn a dead database into a
@@ -46,11 +48,6 @@ def connect(uri, timeout_ms=2000, pool_size=20, **client_options):
 def disconnect():
     """Close the connection ``connect`` made (tests; a stopping process)."""
     me.disconnect(ALIAS)
-
-
-def client():
-    """The ``MongoClient`` of the connection."""
-    return me.get_connection(ALIAS)
 
 
 def database():

@@ -57,21 +57,10 @@ class MemberDirectory:
         missing = {d["_id"] for d in docs if d["_id"] not in names and d.get("missing") and d["missing"] > since}
         return names, missing
 
-    def names(self, user_ids):
-        """``{user_id: name}`` for the ids we know a name of."""
-        return self.lookup(user_ids)[0]
-
     def remember(self, user_id, name):
+        """A member's name (from our channel authorization or their profile)."""
         guarded(self.members.update_one, {"_id": user_id},
                 {"$set": {"name": name, "seen": utcnow()}, "$unset": {"missing": ""}}, upsert=True)
-
-    def remember_names(self, names):
-        """Several ``{user_id: name}`` at once (one round trip)."""
-        if names:
-            now = utcnow()
-            guarded(self.members.bulk_write,
-                    [UpdateOne({"_id": uid}, {"$set": {"name": name, "seen": now}, "$unset": {"missing": ""}},
-                               upsert=True) for uid, name in names.items()], ordered=False)
 
     def remember_missing(self, user_ids):
         """These ids have no Social OS profile (a 404): don't ask again for ``MISSING_FOR``."""
@@ -100,6 +89,7 @@ class MemberDirectory:
             raise StoreUnavailable(type(exc).__name__) from exc
 
     def delivery_applied(self, digest):
+        """Mark a claimed webhook body as applied: a redelivery of it is answered, not applied."""
         guarded(self.deliveries.update_one, {"_id": digest}, {"$set": {"applied": True}})
 
     def apply(self, events):

@@ -87,7 +87,7 @@ def _retry():
     )
 
 
-def new_session(pool_size=16, verify=True):
+def new_session(pool_size=Settings.thread_pool, verify=True):
     """A pooled ``requests.Session``: ``pool_size`` keep-alive connections per host.
 
     ``verify`` is requests' TLS setting: True, or a CA bundle path (a private CA).
@@ -239,7 +239,7 @@ class Transport:
     ``failures_to_open`` no-answers in a row for ``open_seconds``.
     """
 
-    def __init__(self, pool_size=16, *, verify=True, timeout=DEFAULT_TIMEOUT, session=None,
+    def __init__(self, pool_size=Settings.thread_pool, *, verify=True, timeout=DEFAULT_TIMEOUT, session=None,
                  max_in_flight=None, failures_to_open=5, open_seconds=5.0, clock=time.monotonic):
         self.pool_size = int(pool_size)
         self.session = session if session is not None else new_session(self.pool_size, verify)
@@ -258,21 +258,22 @@ class Transport:
     def __repr__(self):
         return f"<Transport pool={self.pool_size} timeout={self.timeout} max_in_flight={self.max_in_flight}>"
 
-    def _guard(self, service):
-        guard = self._guards.get(service)
-        if guard is None:
+    def _guards_of(self, service):
+        """``(CircuitBreaker, Bulkhead)`` of ``service``, made on its first call."""
+        guards = self._guards.get(service)
+        if guards is None:
             with self._lock:
-                guard = self._guards.setdefault(
+                guards = self._guards.setdefault(
                     service, (CircuitBreaker(*self._breaker_args), Bulkhead(self.max_in_flight)))
-        return guard
+        return guards
 
     def breaker(self, service):
         """The circuit breaker of ``service`` (a key such as "socialos")."""
-        return self._guard(service)[0]
+        return self._guards_of(service)[0]
 
     def bulkhead(self, service):
         """The bulkhead of ``service``."""
-        return self._guard(service)[1]
+        return self._guards_of(service)[1]
 
     def state(self):
         """``{service: {"circuit": state, "in_flight": n}}`` for every service called so far."""
@@ -298,7 +299,7 @@ class Transport:
         ``UpstreamError`` for a redirect or an answer that is not JSON.
         """
         method = method.upper()
-        breaker, bulkhead = self._guard(service)
+        breaker, bulkhead = self._guards_of(service)
         where = urlsplit(url).netloc
         started = time.monotonic()
         outcome = "error"

@@ -180,7 +180,7 @@ class PresencePages:
 
     def _names(self, user, ids, deadline):
         """``({id: name}, [ids whose name we couldn't get], count not looked up this time)``."""
-        directory = self.services.presence
+        directory = self.services.members
         try:
             names, missing = directory.lookup(ids)
         except StoreUnavailable:
@@ -267,7 +267,7 @@ class PresencePages:
     def _last_known(self, channel):
         """Who Pusher's webhooks last said is in ``channel``: shown when Pusher can't be asked."""
         try:
-            known = self.services.presence.in_channel(channel)
+            known = self.services.members.in_channel(channel)
         except StoreUnavailable:
             return []
         return [{"id": i, "name": known[i]} for i in sorted(known)]
@@ -298,7 +298,7 @@ class PusherEndpoints:
             return _json(400, {"error": "bad channel_name"})
         try:
             if valid_presence_channel(channel_name):
-                self.services.presence.remember(user.username, user.name)
+                self.services.members.remember(user.username, user.name)
                 body = pusher.authorize(socket_id, channel_name, user_id=user.username,
                                         user_info={"name": user.name})
             elif valid_private_channel(channel_name):
@@ -334,7 +334,7 @@ class PusherEndpoints:
             security_event("webhook_refused", reason=reason, status=status, address=request.remote.ip)
             return _json(status, {"error": reason})
 
-        directory = self.services.presence
+        directory = self.services.members
         digest = hashlib.sha256(body).hexdigest()
         try:
             if not directory.claim_delivery(digest):

@@ -30,6 +30,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from .db import StoreUnavailable, guarded, utcnow
+from .settings import Settings
 
 __all__ = ["LoginThrottle"]
 
@@ -72,7 +73,7 @@ class LoginThrottle:
     Methods raise ``StoreUnavailable`` when the database is down.
     """
 
-    def __init__(self, collection, max_failures=5):
+    def __init__(self, collection, max_failures=Settings.login_max_failures):
         self.collection = collection
         self.max_failures = max_failures
 
@@ -87,10 +88,15 @@ class LoginThrottle:
         try:
             doc = update()
         except DuplicateKeyError:
-            # Two first attempts raced to create the counter; the other one made it: count against it.
-            doc = guarded(update)
+            doc = None
         except PyMongoError as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
+        if doc is None:
+            # Two first attempts raced to create the counter (the loser gets a DuplicateKeyError,
+            # or from SecantusDB no document at all); the other one made it: count against it.
+            doc = guarded(update)
+        if doc is None:
+            raise StoreUnavailable("the counter was neither found nor made")
         if doc.get("ok"):
             return 0
         return max(1, int((doc["until"] - now).total_seconds() + 0.999))

@@ -22,7 +22,7 @@ __all__ = ["SignedIn", "set_cookie", "expire_cookie", "login_url", "DB_DOWN"]
 
 DB_DOWN = "The session database is not answering right now. Please try again in a few seconds."
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-PRECOOKIE = re.compile(r"[A-Za-z0-9_-]{43}")
+PRESESSION_COOKIE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 # Characters a Location may keep as they are; everything else is percent-encoded.
 _URL_SAFE = "/?#[]@!$&'()*+,;=%:~-._"
 
@@ -185,13 +185,13 @@ def translate_errors(engine, cookie_name, secure):
 
 
 # -- CSRF --------------------------------------------------------------------
-def check_csrf(keyring, precookie_name, secure, precookie=False, soft=False):
+def check_csrf(keyring, presession_cookie_name, secure, issue_presession_cookie=False, soft=False):
     """Before the handler: every state-changing request carries a valid token.
 
     The only writer of CSRF tokens. Signed in, the token is bound to the
     session's token; signed out (the sign-in form), to a random pre-session
-    cookie this tool issues where ``precookie`` is on. Either way a page of
-    another site can't know it. With ``soft`` (the sign-in form) a failure
+    cookie this tool issues where ``issue_presession_cookie`` is on. Either
+    way a page of another site can't know it. With ``soft`` (the sign-in form) a failure
     sets ``request.csrf_failed`` for the page to answer with a fresh form
     instead of raising.
     """
@@ -201,9 +201,9 @@ def check_csrf(keyring, precookie_name, secure, precookie=False, soft=False):
     if signed_in is not None:
         binding = "session:" + signed_in.token
     else:
-        morsel = request.cookie.get(precookie_name)
+        morsel = request.cookie.get(presession_cookie_name)
         value = morsel.value if morsel is not None else ""
-        binding = "login:" + value if PRECOOKIE.fullmatch(value or "") else ""
+        binding = "login:" + value if PRESESSION_COOKIE.fullmatch(value or "") else ""
     request.csrf_token = keyring.csrf_token(binding) if binding else ""
 
     failed = False
@@ -216,9 +216,9 @@ def check_csrf(keyring, precookie_name, secure, precookie=False, soft=False):
             metrics.security("csrf_refused")
             security_event("csrf_refused", path=request.path_info,
                            signed_in="yes" if signed_in is not None else "no")
-    if signed_in is None and precookie and (failed or not binding):
+    if signed_in is None and issue_presession_cookie and (failed or not binding):
         value = secrets.token_urlsafe(32)  # a new pre-session cookie: a fresh form, a fresh token
-        set_cookie(precookie_name, value, secure)
+        set_cookie(presession_cookie_name, value, secure)
         request.csrf_token = keyring.csrf_token("login:" + value)
     if failed:
         if not soft:

@@ -11,7 +11,7 @@ import cherrypy
 from cherrypy import _cpreqbody
 from cherrypy.process.plugins import SimplePlugin
 
-from . import accounts, http, logs, metrics, resources, tools  # noqa: F401 - tools registers the CherryPy tools
+from . import accounts, http, logs, metrics, resources, tools  # noqa: F401 - logs, tools register CherryPy tools
 from .client import SocialOS
 from .crypto import Keyring
 from .db import StoreUnavailable, connect, database
@@ -29,12 +29,6 @@ from .throttle import LoginThrottle
 __all__ = ["Services", "build_services", "mount"]
 
 ROOT = resources.root()  # the checkout, or the installed package (the wheel carries static/)
-log = logging.getLogger("socialos")
-
-HEADINGS = {400: "That request didn't make sense", 403: "Not allowed", 404: "Page not found",
-            405: "Not allowed here", 413: "That was too big", 429: "Slow down",
-            500: "Something went wrong", 502: "An upstream service failed",
-            503: "Temporarily unavailable", 504: "An upstream service is slow"}
 
 
 @dataclass
@@ -46,15 +40,16 @@ class Services:
     engine: SessionEngine
     socialos: SocialOS
     pusher: object = None      # None when Pusher is not configured
-    throttle: object = None
-    presence: object = None
+    throttle: object = None    # LoginThrottle
+    members: object = None     # MemberDirectory: who is known in presence channels
 
     @property
     def cookie_name(self):
         return self.settings.cookie_name
 
     @property
-    def precookie_name(self):
+    def presession_cookie_name(self):
+        """The sign-in form's pre-session cookie, which its CSRF token is bound to."""
         return "__Host-csrf" if self.settings.cookie_secure else "csrf"
 
 
@@ -69,7 +64,7 @@ def build_services(settings):
     services = Services(settings=settings, keyring=keyring, engine=engine,
                         socialos=SocialOS.from_settings(settings, transport))
     services.pusher = Pusher.from_settings(settings, transport) if settings.pusher_configured else None
-    services.presence = MemberDirectory(database()["presence_members"], database()["webhook_deliveries"])
+    services.members = MemberDirectory(database()["presence_members"], database()["webhook_deliveries"])
     services.throttle = LoginThrottle(database()["login_failures"], settings.login_max_failures)
     return services
 
@@ -129,7 +124,7 @@ def app_config(services):
             "tools.head_as_get.on": True,
             "tools.csrf.on": True,
             "tools.csrf.keyring": services.keyring,
-            "tools.csrf.precookie_name": services.precookie_name,
+            "tools.csrf.presession_cookie_name": services.presession_cookie_name,
             "tools.csrf.secure": s.cookie_secure,
             "tools.upstream_errors.on": True,
             "tools.upstream_errors.engine": services.engine,

@@ -11,12 +11,11 @@ import secrets
 import threading
 from datetime import timedelta
 
-import mongoengine as me
 import pytest
 from pymongo import monitoring
 
 from socialos_app.crypto import Keyring, ServerKey, new_token
-from socialos_app.db import ALIAS, connect, utcnow
+from socialos_app.db import connect, disconnect, utcnow
 from socialos_app.sessions import Credentials, SessionEngine
 from socialos_app.sessions.engine import record_message
 from socialos_app.sessions.mongo import MongoSessionStore, _record
@@ -76,7 +75,7 @@ def sessions(db):
     yield store, commands, raw[name]["sessions"]
     raw.drop_database(name)
     raw.close()
-    me.disconnect(ALIAS)
+    disconnect()
 
 
 def rewrite(raw, engine, record_id, **fields):

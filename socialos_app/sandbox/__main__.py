@@ -4,8 +4,8 @@
                                    [--webhook-url URL]
 
 Defaults come from the environment (SANDBOX_API_PORT, SANDBOX_PUSHER_PORT,
-PUSHER_CHANNEL, SANDBOX_WEBHOOK_URL), else 127.0.0.1, 8081, 8082,
-presence-lobby and no webhooks. The Pusher app is
+PUSHER_CHANNEL, SANDBOX_WEBHOOK_URL), else 127.0.0.1 and the app's own
+defaults (``settings.Settings``: 8081, 8082, presence-lobby), and no webhooks. The Pusher app is
 PUSHER_APP_ID/PUSHER_KEY/PUSHER_SECRET when all three are set, else the
 demo app (settings.DEMO_PUSHER: 100001/demo-key/demo-secret). Its
 websocket (Pusher's Channels protocol) is on the Pusher port, at
@@ -18,7 +18,7 @@ import sys
 from urllib.parse import urlsplit
 
 from socialos_app.sandbox import serve
-from socialos_app.settings import DEMO_PUSHER
+from socialos_app.settings import DEMO_PUSHER, Settings
 
 PUSHER_VARIABLES = ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET")
 
@@ -47,9 +47,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m socialos_app.sandbox",
                                      description="Run the Social OS API and Pusher sandboxes.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--api-port", type=_port, default=env.get("SANDBOX_API_PORT") or "8081")
-    parser.add_argument("--pusher-port", type=_port, default=env.get("SANDBOX_PUSHER_PORT") or "8082")
-    parser.add_argument("--channel", default=env.get("PUSHER_CHANNEL") or "presence-lobby")
+    parser.add_argument("--api-port", type=_port, default=env.get("SANDBOX_API_PORT") or Settings.sandbox_api_port)
+    parser.add_argument("--pusher-port", type=_port,
+                        default=env.get("SANDBOX_PUSHER_PORT") or Settings.sandbox_pusher_port)
+    parser.add_argument("--channel", default=env.get("PUSHER_CHANNEL") or Settings.pusher_channel)
     parser.add_argument("--webhook-url", type=_webhook_url, default=env.get("SANDBOX_WEBHOOK_URL") or None,
                         help="where the Pusher sandbox posts signed webhooks (e.g. the app's /pusher/webhook)")
     args = parser.parse_args(argv)

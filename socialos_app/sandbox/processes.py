@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..settings import DEMO_PUSHER
+from ..settings import DEMO_PUSHER, SANDBOX_ADMIN
 
-__all__ = ["Proc", "ProcessExited", "Database", "Sandbox", "DEMO_PUSHER", "app_env", "free_port", "port_open",
+__all__ = ["Proc", "ProcessExited", "Database", "Sandbox", "app_env", "free_port", "port_open",
            "wait_for", "secantus_command"]
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -246,8 +246,8 @@ def app_env(mongodb_uri, sandbox, secure_key_hex, **overrides):
         "SECURE_KEY": secure_key_hex,
         "SOCIALOS_API_URL": sandbox.api_url,
         "SOCIALOS_ADMIN_URL": sandbox.admin_url,
-        "SOCIALOS_ADMIN_USER": "admin",
-        "SOCIALOS_ADMIN_PASSWORD": "admin",
+        "SOCIALOS_ADMIN_USER": SANDBOX_ADMIN[0],
+        "SOCIALOS_ADMIN_PASSWORD": SANDBOX_ADMIN[1],
         "PUSHER_HOST": "127.0.0.1",
         "PUSHER_PORT": str(sandbox.pusher_port),
         "PUSHER_SCHEME": "http",

@@ -352,9 +352,6 @@ class PusherState:
             self.events.clear()
 
 
-_MISSING = object()
-
-
 def string_to_sign(method, path, params):
     """``METHOD\\nPATH\\nk=v&...``: keys lower-cased and sorted, values unescaped."""
     pairs = sorted((k.lower(), v) for k, v in params.items() if k.lower() != "auth_signature")

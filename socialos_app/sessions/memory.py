@@ -7,7 +7,6 @@ not shared between instances, so production uses ``mongo.MongoSessionStore``.
 
 import threading
 from dataclasses import replace
-from datetime import timedelta
 
 from .store import RecordExists, SessionStore
 
@@ -15,15 +14,16 @@ __all__ = ["MemorySessionStore"]
 
 
 class MemorySessionStore(SessionStore):
-    """Records in a dict behind one lock. Idle records are dropped when read or listed."""
+    """Records in a dict behind one lock. Nothing is removed by age here: the
+    engine enforces idle and absolute expiry on every read, and lists and
+    counts pass the live bounds in."""
 
     def __init__(self):
         self._records = {}
         self._lock = threading.Lock()
-        self._idle = None
 
     def setup(self, idle_seconds):
-        self._idle = timedelta(seconds=idle_seconds)
+        """Nothing to make: no indexes, and no removal by age (see the class)."""
 
     def create(self, record):
         with self._lock:
