@@ -1,9 +1,11 @@
 """Real processes for the tests: SecantusDB, the sandboxes and the app,
 each on an ephemeral loopback port, started and stopped explicitly."""
 
+import contextlib
 import secrets
 import signal
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -12,7 +14,7 @@ from socialos_app.sandbox import processes
 from socialos_app.sandbox.processes import Proc, free_port, port_open, wait_for
 
 __all__ = ["App", "Database", "Sandbox", "Proc", "app_env", "free_port", "port_open", "wait_for",
-           "LOGS", "SECRETS", "remember_secret"]
+           "read_answer", "LOGS", "SECRETS", "remember_secret"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -32,6 +34,20 @@ class Database(processes.Database):
         from pymongo import MongoClient
         return MongoClient(self.uri, serverSelectionTimeoutMS=3000)
 
+    @contextlib.contextmanager
+    def failpoint(self):
+        """SecantusDB's ``failCommand`` failpoint: yields ``arm(mode, **data)``; always off on exit."""
+        client = self.client()
+
+        def arm(mode, **data):
+            client.admin.command("configureFailPoint", "failCommand", mode=mode, data=data)
+
+        try:
+            yield arm
+        finally:
+            client.admin.command("configureFailPoint", "failCommand", mode="off")
+            client.close()
+
 
 class Sandbox(processes.Sandbox):
     """The sandboxes, with their sandbox-only control routes."""
@@ -47,6 +63,24 @@ class Sandbox(processes.Sandbox):
     def clear_faults(self):
         for url in (self.base, self.pusher_url):
             requests.delete(f"{url}/_sandbox/faults", timeout=5)
+
+
+def read_answer(conn, wait, done=None):
+    """The bytes a raw socket answers with, until the peer closes or resets, ``wait``
+    seconds pass, or ``done(bytes so far)`` is true."""
+    data = bytearray()
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            chunk = conn.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        data.extend(chunk)
+        if done is not None and done(data):
+            break
+    return bytes(data)
 
 
 def app_env(db, sandbox, **overrides):

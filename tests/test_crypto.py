@@ -1,19 +1,18 @@
-"""Session cryptography and settings: pure, fast, no processes.
+"""Session cryptography: pure, fast, no processes.
 
 What a user relies on: a cookie nobody can guess, a database that yields
-no cookie and no upstream key, a sealed key that any tampering turns into
-"signed out" (never a crash), and settings that refuse a weak secret.
+no cookie and no upstream key, and a sealed key that any tampering turns
+into "signed out" (never a crash). Settings (a weak secret refused) are
+tests/test_settings.py's.
 """
 
 import base64
-import os
 import secrets
 
 import pytest
 
-from socialos_app import crypto, settings
+from socialos_app import crypto
 from socialos_app.crypto import Keyring, ServerKey, looks_like_token, new_token
-from socialos_app.settings import SettingsError, decode_key, load
 
 K1 = secrets.token_bytes(32)
 K2 = secrets.token_bytes(32)
@@ -150,165 +149,6 @@ def test_csrf_check_refuses_a_token_one_character_off(key):
         assert not key.check_csrf(binding, bad)
     assert not key.check_csrf(binding, good.upper() if good.upper() != good else good + "0")
     assert not key.check_csrf(binding, good[:-1])
-
-
-# -- settings: keys -------------------------------------------------------------------
-def test_decode_key_accepts_hex_and_base64():
-    raw = secrets.token_bytes(32)
-    assert decode_key(raw.hex()) == raw
-    assert decode_key(raw.hex().upper()) == raw
-    assert decode_key(base64.b64encode(raw).decode()) == raw
-    assert decode_key(base64.urlsafe_b64encode(raw).decode().rstrip("=")) == raw
-    assert decode_key("  " + raw.hex() + "\n") == raw
-
-
-@pytest.mark.parametrize("text,words", [
-    (secrets.token_hex(16), "too short"),
-    (base64.b64encode(secrets.token_bytes(20)).decode(), "too short"),
-    ("00" * 32, "too weak"),
-    ("ab" * 40, "too weak"),
-    ("not a key at all!!", "hex or base64"),
-    ("", "too short"),
-])
-def test_decode_key_refuses_short_weak_and_malformed(text, words):
-    with pytest.raises(SettingsError) as caught:
-        decode_key(text, "SECURE_KEY")
-    assert "SECURE_KEY" in str(caught.value)
-    assert words in str(caught.value)
-
-
-# -- settings: load -------------------------------------------------------------------
-def production_env(**overrides):
-    env = {
-        "MONGODB_URI": "mongodb://127.0.0.1:1/x",
-        "SECURE_KEY": secrets.token_hex(32),
-        "SOCIALOS_API_URL": "http://127.0.0.1:9/api",
-        "SOCIALOS_ADMIN_URL": "http://127.0.0.1:9/admin",
-        "SOCIALOS_ADMIN_USER": "root",
-        "SOCIALOS_ADMIN_PASSWORD": "admin-secret-value",
-        "PUSHER_APP_ID": "1",
-        "PUSHER_KEY": "k",
-        "PUSHER_SECRET": "pusher-secret-value",
-    }
-    env.update(overrides)
-    return {k: v for k, v in env.items() if v is not None}
-
-
-def test_load_precedence_flags_over_env_over_conf():
-    conf = {"server.socket_host": "10.9.9.9", "server.socket_port": 7000}
-    s = load(production_env(), conf=conf)
-    assert (s.host, s.port) == ("10.9.9.9", 7000)
-    s = load(production_env(HOST="127.0.0.2", PORT="7001"), conf=conf)
-    assert (s.host, s.port) == ("127.0.0.2", 7001)
-    s = load(production_env(HOST="127.0.0.2", PORT="7001"), conf=conf, flags={"host": "127.0.0.3", "port": 7002})
-    assert (s.host, s.port) == ("127.0.0.3", 7002)
-    s = load(production_env(HOST="127.0.0.2", PORT="7001"), conf=conf, flags={"host": None, "port": None})
-    assert (s.host, s.port) == ("127.0.0.2", 7001)
-    s = load(production_env(), conf={})
-    assert (s.host, s.port) == ("127.0.0.1", 8080)
-
-
-def test_load_production_mode_reads_every_setting():
-    env = production_env(SESSION_TTL="120", SESSION_MAX_AGE="600")
-    s = load(env)
-    assert not s.embedded
-    assert s.secure_key == bytes.fromhex(env["SECURE_KEY"])
-    assert s.api_url == env["SOCIALOS_API_URL"] and s.admin_user == "root"
-    assert (s.session_ttl, s.session_max_age) == (120, 600)
-    assert s.database_uri == env["MONGODB_URI"]
-
-
-@pytest.mark.parametrize("name", ["SECURE_KEY", "SOCIALOS_API_URL", "SOCIALOS_ADMIN_URL", "SOCIALOS_ADMIN_USER",
-                                  "SOCIALOS_ADMIN_PASSWORD", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET"])
-@pytest.mark.parametrize("missing", [None, ""])
-def test_production_mode_requires_each_secret_and_names_it(name, missing):
-    with pytest.raises(SettingsError) as caught:
-        load(production_env(**{name: missing}))
-    assert name in str(caught.value)
-
-
-def test_production_mode_refuses_a_weak_or_short_key_by_name():
-    for bad in ("00" * 32, secrets.token_hex(8)):
-        with pytest.raises(SettingsError, match="SECURE_KEY"):
-            load(production_env(SECURE_KEY=bad))
-    with pytest.raises(SettingsError, match="SECURE_KEY_PREVIOUS"):
-        load(production_env(SECURE_KEY_PREVIOUS="abcd"))
-
-
-def test_previous_keys_are_read_in_order():
-    k1, k3 = secrets.token_bytes(32), secrets.token_bytes(32)
-    s = load(production_env(SECURE_KEY_PREVIOUS=f"{k1.hex()}, {base64.b64encode(k3).decode()}"))
-    assert s.secure_key_previous == (k1, k3)
-
-
-@pytest.mark.parametrize("env,words", [
-    ({"SESSION_TTL": "abc"}, "SESSION_TTL"),
-    ({"SESSION_TTL": "5"}, "SESSION_TTL"),
-    ({"SESSION_TTL": "7200", "SESSION_MAX_AGE": "3600"}, "SESSION_MAX_AGE"),
-    ({"PORT": "99999"}, "PORT"),
-    ({"COOKIE_SECURE": "maybe"}, "COOKIE_SECURE"),
-    ({"SOCIALOS_API_URL": "ftp://x"}, "SOCIALOS_API_URL"),
-    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
-])
-def test_bad_values_name_the_setting(env, words):
-    with pytest.raises(SettingsError, match=words):
-        load(production_env(**env))
-
-
-def test_cookie_secure_defaults_on_outside_embedded_loopback(tmp_path):
-    prod = load(production_env())
-    assert prod.cookie_secure and prod.cookie_name == "__Host-session"
-    prod_loopback = load(production_env(HOST="127.0.0.1"))
-    assert prod_loopback.cookie_secure  # production is Secure even on loopback (behind a proxy)
-
-    embedded = {"DATA_DIR": str(tmp_path)}
-    for host in ("127.0.0.1", "localhost", "::1"):
-        s = load({**embedded, "HOST": host})
-        assert s.embedded and not s.cookie_secure and s.cookie_name == "session", host
-    public = load({**embedded, "HOST": "0.0.0.0"})
-    assert not public.cookie_secure  # embedded mode is a local run over http on any address (issue 9.5)
-
-    assert not load(production_env(COOKIE_SECURE="0")).cookie_secure
-    assert not load(production_env(COOKIE_SECURE="false")).cookie_secure
-    assert load({**embedded, "COOKIE_SECURE": "1"}).cookie_secure
-    assert load({**embedded, "COOKIE_SECURE": "true"}).cookie_secure
-
-
-def test_embedded_mode_makes_a_private_key_once_and_keeps_it(tmp_path):
-    data = tmp_path / "data"
-    first = load({"DATA_DIR": str(data)})
-    assert first.embedded and len(first.secure_key) >= 32
-    key_file = data / "secure_key"
-    assert key_file.exists()
-    assert (os.stat(key_file).st_mode & 0o777) == 0o600
-    assert load({"DATA_DIR": str(data)}).secure_key == first.secure_key
-    assert load({"DATA_DIR": str(tmp_path / "other")}).secure_key != first.secure_key
-    # Embedded mode defaults to the sandboxes on its loopback ports.
-    assert first.api_url == "http://127.0.0.1:8081/api"
-    assert (first.pusher_app_id, first.pusher_key) == ("100001", "demo-key")
-
-
-def test_masked_settings_show_no_secret():
-    env = production_env()
-    s = load(env)
-    shown = repr(s.masked())
-    for name in ("SECURE_KEY", "SOCIALOS_ADMIN_PASSWORD", "PUSHER_SECRET"):
-        assert env[name] not in shown, name
-    # The URI is shown with only its password masked (test_settings covers a URI with one).
-    assert s.masked()["secure_key"] == "****"
-    assert s.masked()["secure_key_previous"] == "(unset)"
-    assert s.masked()["admin_user"] == "root"
-
-
-def test_load_reads_the_process_environment(monkeypatch, tmp_path):
-    """load() with no argument reads os.environ (the app's path)."""
-    for name in list(os.environ):
-        if name.startswith(("SOCIALOS_", "PUSHER_", "SESSION_", "MONGODB_", "SECURE_KEY")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("SESSION_TTL", "61")
-    s = settings.load()
-    assert s.embedded and s.session_ttl == 61
 
 
 def test_hkdf_in_two_steps_is_rfc_5869_and_pycryptodomes_hkdf():

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from conftest import csrf_from, sign_in
+from support import read_answer
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 15
@@ -24,19 +25,8 @@ def raw(app, data, wait=5.0):
     """Send raw bytes; the whole answer (headers and body) as bytes."""
     with socket.create_connection(("127.0.0.1", app.port), timeout=wait) as conn:
         conn.sendall(data)
-        chunks = b""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                chunk = conn.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            chunks += chunk
-            if b"\r\n\r\n" in chunks and (b"Connection: close" in chunks or b"</html>" in chunks):
-                break
-    return chunks
+        return read_answer(conn, wait, lambda chunks: b"\r\n\r\n" in chunks
+                           and (b"Connection: close" in chunks or b"</html>" in chunks))
 
 
 def status_of(answer):

@@ -34,14 +34,8 @@ def app(mydb, sandbox):
 @pytest.fixture
 def failpoint(mydb):
     """Arm SecantusDB's ``failCommand`` failpoint; always switched off after the test."""
-    client = mydb.client()
-
-    def arm(mode, **data):
-        client.admin.command("configureFailPoint", "failCommand", mode=mode, data=data)
-
-    yield arm
-    client.admin.command("configureFailPoint", "failCommand", mode="off")
-    client.close()
+    with mydb.failpoint() as arm:
+        yield arm
 
 
 def signed_in_as(app, user):

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import csrf_from, sign_in
-from support import App, app_env
+from support import App, app_env, read_answer
 
 BOUND = 3.0  # seconds: no answer may take longer (upstream timeouts don't come into play here)
 KEY, SECRET = "demo-key", "demo-secret"
@@ -334,16 +334,7 @@ def raw_request(app, data, wait=BOUND):
             conn.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        chunks = b""
-        started = time.monotonic()
-        while time.monotonic() - started < wait:
-            try:
-                chunk = conn.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            chunks += chunk
+        chunks = read_answer(conn, wait)
     assert b"Traceback" not in chunks
     match = re.match(rb"HTTP/1\.[01] (\d{3})", chunks)
     return int(match.group(1)) if match else None

@@ -35,7 +35,7 @@ import pytest
 import requests
 
 from conftest import sign_in
-from support import App, Proc, app_env, free_port, port_open, wait_for
+from support import App, Proc, app_env, free_port, port_open, read_answer, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "nginx" / "default.conf.template"
@@ -254,17 +254,8 @@ def exchange(port, raw, timeout=5):
     """Send raw bytes, read until nginx closes: (status codes seen, all bytes)."""
     with connect(port) as s:
         s.sendall(raw)
-        data = bytearray()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = s.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            data.extend(chunk)
-    return [int(code) for code in re.findall(rb"(?m)^HTTP/1\.[01] (\d{3}) ", bytes(data))], bytes(data)
+        data = read_answer(s, timeout)
+    return [int(code) for code in re.findall(rb"(?m)^HTTP/1\.[01] (\d{3}) ", data)], data
 
 
 def header(headers, name):

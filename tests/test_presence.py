@@ -398,14 +398,8 @@ def test_a_webhook_with_too_many_events_is_413_and_changes_nothing(app, db):
 @pytest.fixture
 def failpoint(db):
     """SecantusDB's failCommand failpoint on the shared database; always off after the test."""
-    client = db.client()
-
-    def arm(mode, **data):
-        client.admin.command("configureFailPoint", "failCommand", mode=mode, data=data)
-
-    yield arm
-    client.admin.command("configureFailPoint", "failCommand", mode="off")
-    client.close()
+    with db.failpoint() as arm:
+        yield arm
 
 
 def test_both_pusher_endpoints_are_503_with_retry_after_while_the_database_is_down(demo, app, db, failpoint):

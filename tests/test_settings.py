@@ -1,6 +1,8 @@
-"""Settings as an operator meets them: `--check-config`, `_FILE` secrets, every bad
-setting at once by its variable name, nothing written, and the exit statuses."""
+"""Settings as an operator meets them: server secrets that must be random, precedence,
+`--check-config`, `_FILE` secrets, every bad setting at once by its variable name,
+nothing written, and the exit statuses."""
 
+import base64
 import os
 import secrets
 import subprocess
@@ -8,7 +10,7 @@ import subprocess
 import pytest
 
 from socialos_app import cli
-from socialos_app.settings import DEMO_PUSHER, SettingsError, load, mask_uri, report
+from socialos_app.settings import DEMO_PUSHER, SettingsError, decode_key, load, mask_uri, report
 from support import PYTHON, ROOT
 
 SCRUB = ("MONGODB_", "SECURE_KEY", "SOCIALOS_", "PUSHER_", "SESSION_", "COOKIE_", "SANDBOX_",
@@ -50,6 +52,111 @@ def no_secret_in(text):
     for value in SECRETS.values():
         assert value not in text
     assert DB_PASSWORD not in text
+
+
+# -- server secrets -------------------------------------------------------------------
+def test_decode_key_accepts_hex_and_base64():
+    raw = secrets.token_bytes(32)
+    assert decode_key(raw.hex()) == raw
+    assert decode_key(raw.hex().upper()) == raw
+    assert decode_key(base64.b64encode(raw).decode()) == raw
+    assert decode_key(base64.urlsafe_b64encode(raw).decode().rstrip("=")) == raw
+    assert decode_key("  " + raw.hex() + "\n") == raw
+
+
+@pytest.mark.parametrize("text,words", [
+    (secrets.token_hex(16), "too short"),
+    (base64.b64encode(secrets.token_bytes(20)).decode(), "too short"),
+    ("00" * 32, "too weak"),
+    ("ab" * 40, "too weak"),
+    ("not a key at all!!", "hex or base64"),
+    ("", "too short"),
+])
+def test_decode_key_refuses_short_weak_and_malformed(text, words):
+    with pytest.raises(SettingsError) as caught:
+        decode_key(text, "SECURE_KEY")
+    assert "SECURE_KEY" in str(caught.value)
+    assert words in str(caught.value)
+
+
+def test_production_mode_refuses_a_weak_or_short_key_by_name():
+    for bad in ("00" * 32, secrets.token_hex(8)):
+        with pytest.raises(SettingsError, match="SECURE_KEY"):
+            load(production(SECURE_KEY=bad))
+    with pytest.raises(SettingsError, match="SECURE_KEY_PREVIOUS"):
+        load(production(SECURE_KEY_PREVIOUS="abcd"))
+
+
+def test_previous_keys_are_read_in_order():
+    k1, k3 = secrets.token_bytes(32), secrets.token_bytes(32)
+    s = load(production(SECURE_KEY_PREVIOUS=f"{k1.hex()}, {base64.b64encode(k3).decode()}"))
+    assert s.secure_key_previous == (k1, k3)
+
+
+def test_embedded_mode_makes_a_private_key_once_and_keeps_it(tmp_path):
+    data = tmp_path / "data"
+    first = load({"DATA_DIR": str(data)})
+    assert first.embedded and len(first.secure_key) >= 32
+    key_file = data / "secure_key"
+    assert key_file.exists()
+    assert (os.stat(key_file).st_mode & 0o777) == 0o600
+    assert load({"DATA_DIR": str(data)}).secure_key == first.secure_key
+    assert load({"DATA_DIR": str(tmp_path / "other")}).secure_key != first.secure_key
+    # Embedded mode defaults to the sandboxes on its loopback ports.
+    assert first.api_url == "http://127.0.0.1:8081/api"
+
+
+# -- where each value comes from ------------------------------------------------------
+def test_load_precedence_flags_over_env_over_conf():
+    conf = {"server.socket_host": "10.9.9.9", "server.socket_port": 7000}
+    s = load(production(), conf=conf)
+    assert (s.host, s.port) == ("10.9.9.9", 7000)
+    s = load(production(HOST="127.0.0.2", PORT="7001"), conf=conf)
+    assert (s.host, s.port) == ("127.0.0.2", 7001)
+    s = load(production(HOST="127.0.0.2", PORT="7001"), conf=conf, flags={"host": "127.0.0.3", "port": 7002})
+    assert (s.host, s.port) == ("127.0.0.3", 7002)
+    s = load(production(HOST="127.0.0.2", PORT="7001"), conf=conf, flags={"host": None, "port": None})
+    assert (s.host, s.port) == ("127.0.0.2", 7001)
+    s = load(production(), conf={})
+    assert (s.host, s.port) == ("127.0.0.1", 8080)
+
+
+def test_load_production_mode_reads_every_setting():
+    s = load(production(SESSION_TTL="120", SESSION_MAX_AGE="600"))
+    assert not s.embedded
+    assert s.secure_key == bytes.fromhex(SECRETS["SECURE_KEY"])
+    assert s.api_url == "https://api.example.test/api" and s.admin_user == "ops"
+    assert (s.session_ttl, s.session_max_age) == (120, 600)
+    assert s.database_uri == SECRETS["MONGODB_URI"]
+
+
+@pytest.mark.parametrize("name", ["SECURE_KEY", "SOCIALOS_API_URL", "SOCIALOS_ADMIN_URL", "SOCIALOS_ADMIN_USER",
+                                  "SOCIALOS_ADMIN_PASSWORD", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET"])
+@pytest.mark.parametrize("missing", [None, ""])
+def test_production_mode_requires_each_secret_and_names_it(name, missing):
+    with pytest.raises(SettingsError) as caught:
+        load(production(**{name: missing}))
+    assert name in str(caught.value)
+
+
+def test_load_reads_the_process_environment(monkeypatch, tmp_path):
+    """load() with no argument reads os.environ (the app's path)."""
+    for name in list(os.environ):
+        if name.startswith(SCRUB):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SESSION_TTL", "61")
+    s = load()
+    assert s.embedded and s.session_ttl == 61
+
+
+def test_masked_settings_show_no_secret():
+    s = load(production())
+    shown = repr(s.masked())
+    no_secret_in(shown)
+    assert s.masked()["secure_key"] == "****"
+    assert s.masked()["secure_key_previous"] == "(unset)"
+    assert s.masked()["admin_user"] == "ops"
 
 
 # -- --check-config -------------------------------------------------------------------
@@ -143,6 +250,8 @@ def test_mask_uri_hides_only_the_password():
     ("PUSHER_JS_URL", "cdn.example.com/pusher.js"), ("PUSHER_JS_URL", "ftp://cdn.example.com/p.js"),
     ("SOCIALOS_API_URL", "https://"), ("PUSHER_WS_HOST", "ws.example.com:notaport"),
     ("SESSION_MAX_AGE", "120"),  # below SESSION_TTL
+    ("SESSION_TTL", "abc"), ("SESSION_TTL", "5"), ("PORT", "99999"), ("COOKIE_SECURE", "maybe"),
+    ("SOCIALOS_API_URL", "ftp://x"), ("LOG_LEVEL", "LOUD"),
 ])
 def test_unusable_values_are_refused_by_name(name, value):
     with pytest.raises(SettingsError) as caught:
@@ -212,12 +321,16 @@ def test_defaults_come_from_the_settings_class_and_the_demo_app_is_numeric(tmp_p
 
 
 def test_cookie_secure_is_off_in_embedded_mode_on_any_address_and_on_outside(tmp_path):
-    for host in ("127.0.0.1", "0.0.0.0", "::"):
+    for host in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
         s = load(clean_env(DATA_DIR=tmp_path, HOST=host), make_key=False)
         assert s.embedded and not s.cookie_secure and s.cookie_name == "session", host
-    prod = load(production(HOST="0.0.0.0"))
-    assert prod.cookie_secure and prod.cookie_name == "__Host-session"
-    assert load(clean_env(DATA_DIR=tmp_path, COOKIE_SECURE="1"), make_key=False).cookie_secure
+    for host in ("0.0.0.0", "127.0.0.1"):  # production is Secure even on loopback (behind a proxy)
+        prod = load(production(HOST=host))
+        assert prod.cookie_secure and prod.cookie_name == "__Host-session", host
+    for value in ("1", "true"):
+        assert load(clean_env(DATA_DIR=tmp_path, COOKIE_SECURE=value), make_key=False).cookie_secure
+    for value in ("0", "false"):
+        assert not load(production(COOKIE_SECURE=value)).cookie_secure
 
 
 # -- a failed start: one line, its own exit status ------------------------------------------

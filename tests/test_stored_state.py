@@ -3,7 +3,6 @@ gains nothing (issue 9, item 1), and ending other devices ends their
 upstream keys too (item 2). Real app, real database, real sandbox.
 """
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -11,17 +10,9 @@ import requests
 from test_web import active_keys, database, get, post, record_id
 
 from conftest import csrf_from, sign_in
+from support import wait_for
 
 DEADLINE = 5.0
-
-
-def wait_until(check, what, deadline=DEADLINE):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {deadline}s: {what}")
 
 
 EDITS = {
@@ -46,7 +37,7 @@ def test_a_database_writer_gains_nothing_by_editing_a_session(app, db, field):
     assert after != before
 
     # The edited record is refused and ended: the writer is signed out, not promoted.
-    wait_until(lambda: get(s, app, "/admin").status_code == 303, "the tampered session refused")
+    wait_for(lambda: get(s, app, "/admin").status_code == 303, DEADLINE, "the tampered session refused")
     assert get(s, app, "/dashboard").status_code == 303
     assert sessions.find_one({"_id": rid}) is None
 
@@ -70,7 +61,7 @@ def test_ending_other_devices_revokes_their_upstream_keys(app, sandbox):
     assert done.status_code == 303
     for other in others:
         assert get(other, app, "/dashboard").status_code == 303
-    wait_until(lambda: active_keys(sandbox) == before - 2, "both other keys revoked upstream")
+    wait_for(lambda: active_keys(sandbox) == before - 2, DEADLINE, "both other keys revoked upstream")
     assert get(here, app, "/dashboard").status_code == 200  # this device's key lives on
 
 
@@ -79,6 +70,6 @@ def test_signing_out_revokes_the_key(app, sandbox):
     before = active_keys(sandbox)
     page = get(s, app, "/dashboard")
     assert post(s, app, "/logout", data={"csrf_token": csrf_from(page.text)}).status_code == 303
-    wait_until(lambda: active_keys(sandbox) == before - 1, "the key revoked upstream")
+    wait_for(lambda: active_keys(sandbox) == before - 1, DEADLINE, "the key revoked upstream")
     assert requests.get(app.url("/dashboard"), cookies=s.cookies, allow_redirects=False,
                         timeout=10).status_code == 303
