@@ -18,7 +18,7 @@ from .errors import Unauthorized, UpstreamError, UpstreamUnavailable, explain
 from .render import plural, render
 from .tools import expire_cookie, set_cookie
 
-__all__ = ["NOTICES", "AdminPages", "Root", "explain", "safe_next"]
+__all__ = ["NOTICES", "AdminPages", "Root", "notice_text", "safe_next"]
 
 MAX_QUERY = 200
 ADMIN_PAGE_SIZE = 20
