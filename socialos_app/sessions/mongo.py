@@ -148,7 +148,7 @@ class MongoSessionStore(SessionStore):
         pipeline = [{"$match": self._live(accessed_after, expires_after)},
                     {"$facet": {"hours": [{"$group": {"_id": {"$hour": "$created"}, "n": {"$sum": 1}}}],
                                 "users": [{"$group": {"_id": "$username"}}, {"$count": "n"}]}}]
-        result = guarded(list, self.collection.aggregate(pipeline))
+        result = guarded(lambda: list(self.collection.aggregate(pipeline)))  # the call itself can fail too
         facets = result[0] if result else {}
         by_hour = {h: 0 for h in range(24)}
         for row in facets.get("hours", []):
