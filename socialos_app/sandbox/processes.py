@@ -61,9 +61,16 @@ def _socket_inodes(pid):
 
 
 def _die_with_parent():
-    """In the child: SIGTERM when the process that started us dies (Linux), so no orphan keeps a port."""
+    """In the child: SIGKILL when the process that started us dies (Linux), so no orphan keeps a port.
+
+    Only an app that died without stopping its children triggers it (a clean
+    stop ends them first, gracefully). A kill, not SIGTERM: a server whose
+    parent is gone may hang in its own shutdown (waiting on a webhook to a
+    dead app, a websocket close, a storage flush) and keep its port; the
+    database's journal recovers from a kill as from a crash.
+    """
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
 
