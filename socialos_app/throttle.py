@@ -27,7 +27,7 @@ import hashlib
 from datetime import datetime, timedelta
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from .db import StoreUnavailable, guarded, utcnow
 from .settings import Settings
@@ -83,18 +83,19 @@ class LoginThrottle:
 
     def _take(self, key, limit, now):
         def update():
-            return self.collection.find_one_and_update(
-                {"_id": key}, _reserve_pipeline(now, limit), upsert=True, return_document=ReturnDocument.AFTER)
-        try:
-            doc = update()
-        except DuplicateKeyError:
-            doc = None
-        except PyMongoError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+            return guarded(self.collection.find_one_and_update, {"_id": key}, _reserve_pipeline(now, limit),
+                           return_document=ReturnDocument.AFTER)
+        doc = update()
         if doc is None:
-            # Two first attempts raced to create the counter (the loser gets a DuplicateKeyError,
-            # or from SecantusDB no document at all); the other one made it: count against it.
-            doc = guarded(update)
+            # A first attempt: make the counter, then count as above. Not an upsert: two first
+            # attempts racing through one upsert may both count, or (SecantusDB) answer nothing.
+            try:
+                guarded(self.collection.insert_one, {"_id": key, "count": 0, "until": _EPOCH,
+                                                      "expires": now + WINDOW})
+            except StoreUnavailable as exc:
+                if not isinstance(exc.__cause__, DuplicateKeyError):
+                    raise  # a real outage; a duplicate means the other attempt made it first
+            doc = update()
         if doc is None:
             raise StoreUnavailable("the counter was neither found nor made")
         if doc.get("ok"):
