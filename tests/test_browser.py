@@ -392,7 +392,8 @@ def test_presence_updates_live_through_our_channel_authorization(browser, live_a
     try:
         sign_in(pg)
         pg.goto("/presence?channel=presence-live")
-        assert "Updates live." in pg.inner_text("#presence")
+        # The script connects after the page loads: wait for it (within the context's timeout).
+        pg.wait_for_function("() => document.getElementById('presence').innerText.includes('Updates live.')")
         # Subscribed through /pusher/auth (CSRF header and all): the list is now the channel's.
         pg.wait_for_function("() => window.fakeAuth !== undefined")
         assert pg.evaluate("window.fakeAuth.auth").startswith("demo-key:")
