@@ -7,6 +7,7 @@ between tests.
 """
 
 import html
+import math
 import re
 import secrets
 import threading
@@ -20,6 +21,18 @@ import requests
 from conftest import csrf_from
 
 ALERT_RE = re.compile(r'<p class="error" role="alert"[^>]*>(.*?)</p>', re.S)
+
+
+def allowance(started, limit=5):
+    """Checks the doubling schedule allows for a burst that began at ``started``.
+
+    The limit at once; then one more after each wait that has run out while
+    the burst went on (1 s, 2 s, 4 s ... after the limit, i.e. at 1, 3, 7 ... s).
+    On a loaded machine a burst of hundreds can outlast the first wait: those
+    are not extra guesses, they are the schedule.
+    """
+    elapsed = time.monotonic() - started
+    return limit + int(math.log2(elapsed + 1))
 
 
 class Browser:
@@ -163,9 +176,11 @@ def test_parallel_guesses_get_no_more_checks_than_sequential_ones(throttle):
         barrier.wait(10)
         return throttle.reserve("bob", "10.0.0.1")
 
+    started = time.monotonic()
     with ThreadPoolExecutor(50) as pool:
         waits = list(pool.map(guess, range(200)))
-    assert waits.count(0) == 5                          # exactly the allowance, however many at once
+    # The allowance however many at once (more only as the doubling waits run out).
+    assert 5 <= waits.count(0) <= allowance(started), (waits.count(0), time.monotonic() - started)
     assert all(1 <= w <= 900 for w in waits if w)
     sequential = [throttle.reserve("ann", "10.0.0.2") for _ in range(8)]
     assert sequential[:5] == [0] * 5 and all(sequential[5:])
@@ -208,9 +223,11 @@ def test_parallel_wrong_passwords_reach_the_upstream_five_times(start_app, sandb
     app = start_app()
     browsers = [Browser(app) for _ in range(8)]
     before = sandbox.stats()["requests"]
+    started = time.monotonic()
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda i: browsers[i % 8].attempt("bob", f"wrong-{i}"), range(64)))
+    most = allowance(started)
     checks = sandbox.stats()["requests"] - before
-    assert checks == 5, checks
+    assert 5 <= checks <= most, (checks, most)
     assert sorted({a.status_code for a in answers}) == [200, 429]
-    assert sum(a.status_code == 200 for a in answers) == 5
+    assert sum(a.status_code == 200 for a in answers) == checks
