@@ -22,6 +22,7 @@ import requests
 from conftest import csrf_from, sign_in
 from socialos_app.crypto import Keyring
 from socialos_app.settings import decode_key
+from support import wait_for
 
 TIMEOUT = 10
 
@@ -394,8 +395,9 @@ def test_an_idle_or_too_old_session_is_over_on_the_next_request(app, db, field, 
     # SESSION_TTL is 3600 and the TTL monitor has not run: only the app can enforce it.
     value = utcnow() - age if field == "accessed" else utcnow() + age
     assert sessions.update_one({"_id": rid}, {"$set": {field: value}}).matched_count == 1
-    bounced = get(s, app, "/dashboard")
-    assert bounced.status_code == 303 and location(bounced).startswith("/login")
+    # The instance's cache hears of the write through the change stream within milliseconds.
+    wait_for(lambda: get(s, app, "/dashboard").status_code == 303, 5, "the session over")
+    assert location(get(s, app, "/dashboard")).startswith("/login")
     assert sessions.find_one({"_id": rid}) is None
 
 
@@ -406,7 +408,7 @@ def test_the_idle_timeout_follows_session_ttl(start_app, db):
     rid = record_id(short, s.cookies["session"])
     sessions = database(db, short)["sessions"]
     sessions.update_one({"_id": rid}, {"$set": {"accessed": utcnow() - timedelta(seconds=61)}})
-    assert get(s, short, "/dashboard").status_code == 303
+    wait_for(lambda: get(s, short, "/dashboard").status_code == 303, 5, "the idle session over")
     assert sessions.find_one({"_id": rid}) is None
 
 
@@ -416,8 +418,11 @@ def test_use_keeps_a_session_alive(app, db):
     sessions = database(db, app)["sessions"]
     old = utcnow() - timedelta(minutes=50)
     sessions.update_one({"_id": rid}, {"$set": {"accessed": old}})
-    assert get(s, app, "/dashboard").status_code == 200
-    assert sessions.find_one({"_id": rid})["accessed"] > old + timedelta(minutes=49)
+
+    def touched():  # once the instance has heard of the old time, the next use writes a new one
+        assert get(s, app, "/dashboard").status_code == 200
+        return sessions.find_one({"_id": rid})["accessed"] > old + timedelta(minutes=49)
+    wait_for(touched, 5, "the session touched by its use")
 
 
 # -- admin ---------------------------------------------------------------------------
