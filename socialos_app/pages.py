@@ -8,11 +8,13 @@ in ``NOTICES``, so a message is always one of ours, never text from the URL.
 """
 
 import re
+from datetime import timedelta
 from urllib.parse import urlencode, urlsplit
 
 import cherrypy
 
 from . import accounts
+from .db import utcnow
 from .devices import describe
 from .errors import Unauthorized, UpstreamError, UpstreamUnavailable, explain
 from .render import plural, render
@@ -22,6 +24,7 @@ __all__ = ["NOTICES", "AdminPages", "Root", "notice_text", "safe_next"]
 
 MAX_QUERY = 200
 ADMIN_PAGE_SIZE = 20
+STATS_LATE = timedelta(seconds=10)  # older counts say when they were made
 _HANDLE_RE = re.compile(r"[0-9a-f]{12}")
 
 # Pages a sign-in may return to: each answers GET. A POST-only address
@@ -274,11 +277,14 @@ class AdminPages:
         next_url = _url("/admin", **keep, page=number + 1) if number < pages else ""
         stats = self.services.engine.stats()
         by_hour = {h: int(stats.get("by_hour", {}).get(h, 0)) for h in range(24)}
+        counted_at = stats.get("counted_at")
+        counted_late = counted_at is not None and utcnow() - counted_at > STATS_LATE
         peak = max(by_hour.values()) or 1
         return render("admin.html", title="Admin", users=shown, total=len(users), query=query,
                       page=number, pages=pages, page_size=size, per=per and size,
                       prev_url=prev_url, next_url=next_url, stats=stats,
-                      by_hour=by_hour, peak=peak, problem=problem, notice=notice_text(notice, n),
+                      by_hour=by_hour, peak=peak, counted_late=counted_late,
+                      problem=problem, notice=notice_text(notice, n),
                       admin_user=self.services.settings.admin_user)
 
     @cherrypy.expose

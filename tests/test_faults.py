@@ -5,6 +5,7 @@ The database here is a SecantusDB of this module's own (stopped, restarted
 and fitted with failpoints), never the shared one.
 """
 
+import re
 import time
 from urllib.parse import urlsplit
 
@@ -166,6 +167,44 @@ def test_health_reports_a_failing_database(app, failpoint):
     wait_for(lambda: requests.get(app.url("/healthz"), timeout=10).status_code == 503, 5, "/healthz 503")
     assert requests.get(app.url("/livez"), timeout=10).status_code == 200
     wait_for(lambda: requests.get(app.url("/healthz"), timeout=10).status_code == 200, 5, "/healthz 200 again")
+
+
+# -- /admin's session count is slow ------------------------------------------------------
+def active_count(s, app):
+    """The active-session count /admin shows, or None while it says it is counting."""
+    page = s.get(app.url("/admin"), allow_redirects=False, timeout=30)
+    assert page.status_code == 200, page.status_code
+    found = re.search(r"<strong>(\d+) active sessions?</strong>", page.text)
+    return int(found.group(1)) if found else None
+
+
+def test_a_slow_session_count_never_holds_the_admin_page(app, failpoint):
+    admin = signed_in_as(app, "admin")
+    first = wait_for(lambda: active_count(admin, app), 10, "a first count")
+    signed_in_as(app, "linus")
+    # The next count takes longer than any page may wait for the database (4 s).
+    failpoint({"times": 1}, failCommands=["aggregate"], blockConnection=True, blockTimeMS=6000)
+    answer, elapsed = timed_get(admin, app.url("/admin"))
+    assert answer.status_code == 200, answer.status_code  # not a 503 after the page's deadline
+    shown = re.search(r"<strong>(\d+) active sessions?</strong>", answer.text)
+    assert shown and int(shown.group(1)) in (first, first + 1)  # the last count that finished
+    assert elapsed < 3.5, f"/admin took {elapsed:.1f}s"
+    # The slow count lands (under its own, longer deadline) and the new session shows.
+    wait_for(lambda: active_count(admin, app) == first + 1, 20, "the slow count landed")
+
+
+def test_before_its_first_count_the_admin_page_says_it_is_counting(mydb, sandbox, failpoint):
+    # No session cache, so no change stream: the only aggregate is the count.
+    fresh = App(app_env(mydb, sandbox, SESSION_CACHE_SIZE="0")).start()
+    try:
+        admin = signed_in_as(fresh, "admin")
+        failpoint({"times": 1}, failCommands=["aggregate"], blockConnection=True, blockTimeMS=5000)
+        page = admin.get(fresh.url("/admin"), allow_redirects=False, timeout=30)
+        assert page.status_code == 200
+        assert "Counting live sessions" in page.text and "Alice Liddell" in page.text
+        assert wait_for(lambda: active_count(admin, fresh), 20, "the first count") >= 1
+    finally:
+        fresh.stop()
 
 
 # -- the Social OS API misbehaves at sign-in ---------------------------------------------

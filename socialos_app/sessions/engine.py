@@ -52,6 +52,7 @@ from .. import logs, metrics
 from ..crypto import looks_like_token, new_token
 from ..db import utcnow
 from .cache import SessionCache
+from .stats import LiveCounts
 from .store import RecordExists, SessionRecord
 
 __all__ = ["Credentials", "SessionEngine", "record_message"]
@@ -146,6 +147,7 @@ class SessionEngine:
         self.idle = timedelta(seconds=idle_seconds)
         self.max_age = timedelta(seconds=max_age_seconds)
         self.cache = SessionCache(cache_size) if cache_size else None
+        self.counts = LiveCounts(self._count)
         self._stop = threading.Event()
         self._watcher = None
 
@@ -280,9 +282,14 @@ class SessionEngine:
         return tokens
 
     def stats(self):
-        """``{"active", "users", "by_hour": {0..23: n}}`` over live sessions, counted by the store."""
+        """``{"active", "users", "by_hour": {0..23: n}, "counted_at", "pending"}`` over live
+        sessions: counted by the store in the background, at most one count at a time
+        (``stats.LiveCounts``), so /admin never waits long for a count of every session."""
+        return self.counts.get()
+
+    def _count(self, timeout):
         now = utcnow()
-        return self.store.stats(now - self.idle, now)
+        return self.store.stats(now - self.idle, now, timeout=timeout)
 
     def ping(self):
         """Raise ``StoreUnavailable`` unless the store answers."""

@@ -78,7 +78,7 @@ class MemorySessionStore(SessionStore):
         found.sort(key=lambda r: r.created, reverse=True)
         return found[:limit]
 
-    def stats(self, accessed_after, expires_after):
+    def stats(self, accessed_after, expires_after, timeout=None):
         live = self._live(None, accessed_after, expires_after)
         by_hour = {h: 0 for h in range(24)}
         for record in live:

@@ -13,6 +13,7 @@ ended here stays ended after a crash and is seen ended by every instance.
 import logging
 
 import mongoengine as me
+import pymongo
 from pymongo import DESCENDING, ReadPreference, WriteConcern
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
@@ -143,12 +144,19 @@ class MongoSessionStore(SessionStore):
         cursor = self.collection.find(query).sort("created", DESCENDING).limit(limit)
         return [_record(d) for d in guarded(list, cursor)]
 
-    def stats(self, accessed_after, expires_after):
+    def stats(self, accessed_after, expires_after, timeout=None):
         # One aggregation: the database counts, nothing but 25 numbers comes back.
         pipeline = [{"$match": self._live(accessed_after, expires_after)},
                     {"$facet": {"hours": [{"$group": {"_id": {"$hour": "$created"}, "n": {"$sum": 1}}}],
                                 "users": [{"$group": {"_id": "$username"}}, {"$count": "n"}]}}]
-        result = guarded(lambda: list(self.collection.aggregate(pipeline)))  # the call itself can fail too
+
+        def count():
+            if timeout is None:
+                return list(self.collection.aggregate(pipeline))
+            with pymongo.timeout(timeout):  # replaces the client's per-operation deadline
+                return list(self.collection.aggregate(pipeline))
+
+        result = guarded(count)  # the call itself can fail too
         facets = result[0] if result else {}
         by_hour = {h: 0 for h in range(24)}
         for row in facets.get("hours", []):

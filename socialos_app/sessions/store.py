@@ -85,10 +85,11 @@ class SessionStore(ABC):
         with ``accessed > accessed_after`` and ``expires > expires_after`` when given."""
 
     @abstractmethod
-    def stats(self, accessed_after, expires_after):
+    def stats(self, accessed_after, expires_after, timeout=None):
         """Over records with ``accessed > accessed_after`` and ``expires > expires_after``:
         ``{"active": N, "users": distinct usernames, "by_hour": {0..23: N by created hour}}``.
-        Computed by the backend without returning the records."""
+        Computed by the backend without returning the records, within ``timeout``
+        seconds when given (a background count may take longer than a page may)."""
 
     @abstractmethod
     def ping(self):
