@@ -47,6 +47,7 @@ import cherrypy
 from pymongo import monitoring
 
 from socialos_app import cli, web
+from socialos_app.db import utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 READS = frozenset({"find", "aggregate", "count", "distinct", "getMore"})
@@ -275,7 +276,8 @@ class BenchPages:
     @cherrypy.expose
     @cherrypy.tools.json_out()
     def stats(self, n="5"):
-        """``engine.stats()`` (what /admin shows) timed here, without HTTP: ms per call,
+        """``engine.stats()`` (what /admin waits for) timed here, without HTTP: ms per call,
+        whether the first count is still pending and how old the count shown is (s),
         or the error that ended a call (the app's database deadline applies)."""
         times, answer = [], None
         for _ in range(max(1, min(int(n), 100))):
@@ -286,7 +288,10 @@ class BenchPages:
                 return {"ms": times + [round((time.perf_counter() - t0) * 1000, 2)],
                         "error": f"{type(exc).__module__}.{type(exc).__name__}"}
             times.append(round((time.perf_counter() - t0) * 1000, 2))
-        return {"ms": times, "active": answer["active"], "users": answer["users"], "error": None}
+        counted_at = answer.get("counted_at")
+        age = (utcnow() - counted_at).total_seconds() if counted_at is not None else None
+        return {"ms": times, "active": answer["active"], "users": answer["users"], "error": None,
+                "pending": answer.get("pending", False), "age_s": age}
 
     @cherrypy.expose
     def ram(self):
