@@ -4,10 +4,22 @@ The cookie carries a 256-bit random *token*. The database never sees it:
 
 * the record id is HMAC-SHA256(token) under a subkey of SECURE_KEY, so a
   leaked database yields no cookie and cannot be brute-forced without the key;
-* the upstream API key is sealed with AES-256-GCM under a key that HKDF
-  derives from SECURE_KEY *and* the token, so opening it takes both the
-  server secret and the user's cookie; the record id is bound in as
-  associated data, so a blob cannot be moved to another record.
+* the upstream API key is sealed under keys that HKDF derives from
+  SECURE_KEY *and* the token, so opening it takes both the server secret
+  and the user's cookie; the record id is bound in as associated data, so
+  a blob cannot be moved to another record.
+
+Seal formats (the first byte of every blob):
+
+* ``\x02`` (written since this version): AES-256-CTR from pycryptodome, then
+  HMAC-SHA256 from the standard library over version, nonce, record id and
+  ciphertext (encrypt-then-MAC, checked before anything is decrypted). HKDF
+  gives 64 bytes: the AES key, then the MAC key. Five C calls into
+  pycryptodome per open instead of GCM's twenty or so: each releases and
+  retakes the GIL, which under 16 busy request threads cost more than the
+  cryptography itself.
+* ``\x01``: AES-256-GCM under a 32-byte HKDF key. Still opened; the engine
+  re-seals such a record as ``\x02`` the first time it is opened.
 
 HKDF-SHA256 (RFC 5869) is used in its two steps: Extract, over SECURE_KEY,
 once per process with pycryptodome; Expand, with the token in ``info``,
@@ -44,12 +56,14 @@ from Crypto.Cipher import AES
 from Crypto.Hash import HMAC, SHA256
 from Crypto.Protocol.KDF import HKDF
 
-__all__ = ["Keyring", "ServerKey", "new_token", "looks_like_token"]
+__all__ = ["Keyring", "ServerKey", "new_token", "looks_like_token", "outdated_seal"]
 
 TOKEN_BYTES = 32          # 256 bits of entropy in every cookie
-FORMAT_VERSION = b"\x01"  # first byte of every sealed blob
-NONCE_BYTES = 12          # 96-bit GCM nonce, random per seal
-TAG_BYTES = 16
+FORMAT_VERSION = b"\x01"  # first byte of an AES-GCM blob (session seals before v2; key references)
+SEAL_V2 = b"\x02"         # first byte of an AES-CTR + HMAC-SHA256 session seal
+NONCE_BYTES = 12          # 96-bit nonce, random per seal (GCM; CTR counts in the last 4 bytes)
+TAG_BYTES = 16            # GCM tag
+MAC_BYTES = 32            # HMAC-SHA256 tag of a v2 seal
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 
@@ -63,6 +77,11 @@ def looks_like_token(value):
     return isinstance(value, str) and bool(_TOKEN_RE.match(value))
 
 
+def outdated_seal(blob):
+    """True for a session seal in an older format than ``seal`` writes (re-seal it on use)."""
+    return isinstance(blob, (bytes, bytearray)) and blob[:1] != SEAL_V2
+
+
 def _token_bytes(token):
     return base64.urlsafe_b64decode(token + "=")
 
@@ -72,9 +91,21 @@ def hkdf_extract(master):
     return HMAC.new(b"\0" * SHA256.digest_size, master, SHA256).digest()
 
 
+def _hmac(key, message):
+    # hmac.new, not hmac.digest: the one-shot form releases the GIL around every call, and
+    # under 16 busy request threads each release costs a wait for the GIL to come back.
+    return hmac.new(key, message, "sha256").digest()
+
+
 def hkdf_expand(prk, info):
     """HKDF-SHA256 Expand to 32 bytes: one HMAC block, T(1) = HMAC(PRK, info || 0x01)."""
-    return hmac.digest(prk, info + b"\x01", "sha256")
+    return _hmac(prk, info + b"\x01")
+
+
+def hkdf_expand64(prk, info):
+    """HKDF-SHA256 Expand to 64 bytes: T(1) || T(2), T(2) = HMAC(PRK, T(1) || info || 0x02)."""
+    first = _hmac(prk, info + b"\x01")
+    return first + _hmac(prk, first + info + b"\x02")
 
 
 def _subkey(master, purpose):
@@ -104,6 +135,27 @@ def _gcm_open(key, aad, blob):
         return None
 
 
+def _v2_mac(mac_key, nonce, aad, ciphertext):
+    # Every part length-framed: the record id can't bleed into the ciphertext.
+    return _hmac(mac_key, SEAL_V2 + nonce + len(aad).to_bytes(4, "big") + aad + ciphertext)
+
+
+def _v2_seal(keys, aad, plaintext):
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    ciphertext = AES.new(keys[:32], AES.MODE_CTR, nonce=nonce).encrypt(plaintext)
+    return SEAL_V2 + nonce + ciphertext + _v2_mac(keys[32:], nonce, aad, ciphertext)
+
+
+def _v2_open(keys, aad, blob):
+    if len(blob) < 1 + NONCE_BYTES + MAC_BYTES:
+        return None
+    nonce = bytes(blob[1:1 + NONCE_BYTES])
+    ciphertext, mac = bytes(blob[1 + NONCE_BYTES:-MAC_BYTES]), bytes(blob[-MAC_BYTES:])
+    if not hmac.compare_digest(_v2_mac(keys[32:], nonce, aad, ciphertext), mac):
+        return None
+    return AES.new(keys[:32], AES.MODE_CTR, nonce=nonce).decrypt(ciphertext)
+
+
 class ServerKey:
     """Everything one server secret derives: record ids, seals, record tags and CSRF tokens.
 
@@ -122,23 +174,29 @@ class ServerKey:
         """The database id of the session a token names (64 hex chars)."""
         return hmac.new(self._id_key, token.encode(), hashlib.sha256).hexdigest()
 
+    # The token in HKDF's info: neither the server secret nor the cookie alone derives these.
     def _seal_key(self, token):
-        # The token in HKDF's info: neither the server secret nor the cookie alone derives it.
         return hkdf_expand(self._prk, b"socialos/v1/seal:" + _token_bytes(token))
 
+    def _seal_keys(self, token):
+        return hkdf_expand64(self._prk, b"socialos/v2/seal:" + _token_bytes(token))
+
     def seal(self, token, record_id, plaintext):
-        """Encrypt and authenticate ``plaintext`` for this token and record."""
-        return _gcm_seal(self._seal_key(token), record_id.encode(), plaintext)
+        """Encrypt and authenticate ``plaintext`` for this token and record (format v2)."""
+        return _v2_seal(self._seal_keys(token), record_id.encode(), plaintext)
 
     def open(self, token, record_id, blob):
-        """The plaintext, or None when the blob is tampered, truncated or not ours."""
+        """The plaintext, or None when the blob is tampered, truncated or not ours (v2 or v1)."""
         if not isinstance(token, str) or not isinstance(record_id, str):
             return None
+        if not isinstance(blob, (bytes, bytearray)):
+            return None
         try:
-            key = self._seal_key(token)
+            if blob[:1] == SEAL_V2:
+                return _v2_open(self._seal_keys(token), record_id.encode(), blob)
+            return _gcm_open(self._seal_key(token), record_id.encode(), blob)
         except (ValueError, binascii.Error):
             return None
-        return _gcm_open(key, record_id.encode(), blob)
 
     def record_tag(self, message):
         """HMAC-SHA256 of a record's canonical bytes (32 bytes)."""

@@ -77,7 +77,8 @@ def test_seal_open_round_trip(key, sealed):
 def test_every_byte_of_the_blob_is_protected(key, sealed):
     """Version, nonce, ciphertext and tag: flipping any one bit of any byte opens nothing."""
     token, rid, blob = sealed
-    assert len(blob) == 1 + crypto.NONCE_BYTES + len(b'{"t": "api-token", "p": "api-password"}') + crypto.TAG_BYTES
+    assert blob[:1] == crypto.SEAL_V2
+    assert len(blob) == 1 + crypto.NONCE_BYTES + len(b'{"t": "api-token", "p": "api-password"}') + crypto.MAC_BYTES
     for i in range(len(blob)):
         for bit in (0x01, 0x80):
             bad = bytearray(blob)
@@ -96,6 +97,21 @@ def test_truncated_or_extended_blob_opens_nothing(key, sealed, cut):
 def test_garbage_blob_opens_nothing_without_raising(key, junk):
     token = new_token()
     assert key.open(token, key.record_id(token), junk) is None
+
+
+def test_a_gcm_seal_of_the_first_format_still_opens_and_any_change_opens_nothing(key):
+    token = new_token()
+    rid = key.record_id(token)
+    v1 = crypto._gcm_seal(key._seal_key(token), rid.encode(), b"old secret")
+    assert v1[:1] == b"\x01" and crypto.outdated_seal(v1)
+    assert key.open(token, rid, v1) == b"old secret"
+    assert not crypto.outdated_seal(key.seal(token, rid, b"x"))
+    for i in range(len(v1)):
+        bad = bytearray(v1)
+        bad[i] ^= 0x01
+        assert key.open(token, rid, bytes(bad)) is None, f"byte {i} not protected"
+    assert key.open(new_token(), rid, v1) is None and key.open(token, "0" * 64, v1) is None
+    assert b"\x02" + v1[1:] != v1 and key.open(token, rid, b"\x02" + v1[1:]) is None  # no format confusion
 
 
 def test_wrong_token_record_or_key_opens_nothing(key, sealed):
@@ -155,7 +171,7 @@ def test_hkdf_in_two_steps_is_rfc_5869_and_pycryptodomes_hkdf():
     from Crypto.Hash import SHA256
     from Crypto.Protocol.KDF import HKDF
 
-    from socialos_app.crypto import hkdf_expand, hkdf_extract
+    from socialos_app.crypto import hkdf_expand, hkdf_expand64, hkdf_extract
 
     # RFC 5869, test case 3 (SHA-256, empty salt and info): PRK and the first 32 bytes of OKM.
     prk = hkdf_extract(bytes([0x0B]) * 22)
@@ -164,6 +180,7 @@ def test_hkdf_in_two_steps_is_rfc_5869_and_pycryptodomes_hkdf():
     for n in range(50):
         master, info = secrets.token_bytes(32 + n), secrets.token_bytes(n)
         assert hkdf_expand(hkdf_extract(master), info) == HKDF(master, 32, b"", SHA256, context=info)
+        assert hkdf_expand64(hkdf_extract(master), info) == HKDF(master, 64, b"", SHA256, context=info)
 
 
 # -- record tags, key references, the keyring's own loop -------------------------------

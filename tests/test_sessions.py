@@ -427,6 +427,31 @@ def test_a_legacy_record_with_a_seal_that_does_not_open_is_destroyed(sessions, e
     assert raw.find_one({"_id": rid}) is None
 
 
+def test_a_seal_in_the_gcm_format_opens_and_is_resealed_in_the_current_one_on_first_use(sessions, engine):
+    """Records sealed with AES-GCM (format 1) keep working; their first open re-seals them
+    as AES-CTR + HMAC-SHA256 (format 2), tag and all, so each pays for GCM once."""
+    from socialos_app import crypto
+    _store, commands, raw = sessions
+    token, record = engine.start("ann", "Ann", False, CREDS)
+    key = engine.keyring.current
+    v1 = crypto._gcm_seal(key._seal_key(token), record.id.encode(), json.dumps(
+        {"t": CREDS.token, "p": CREDS.password, "v": 2}).encode())
+    assert v1[:1] == b"\x01" and raw.find_one({"_id": record.id})["sealed"][:1] == b"\x02"
+    rewrite(raw, engine, record.id, sealed=v1)
+    resumed = engine.resume(token)
+    assert resumed is not None and resumed.sealed == v1
+    commands.clear()
+    assert engine.credentials(token, resumed) == CREDS
+    assert commands.writes == 1                                  # re-sealed in place
+    stored = raw.find_one({"_id": record.id})
+    assert stored["sealed"][:1] == b"\x02" and stored["sealed"] != v1
+    again = engine.resume(token)                                 # the new tag holds
+    assert again is not None and again.sealed == stored["sealed"]
+    commands.clear()
+    assert engine.credentials(token, again) == CREDS
+    assert commands.writes == 0                                  # and nothing is re-sealed twice
+
+
 # -- re-sealing after a rotation, under concurrency --------------------------------------
 def test_concurrent_reseals_on_two_engines_make_exactly_one_current_record(sessions, db):
     store, _commands, raw = sessions

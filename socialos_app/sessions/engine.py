@@ -49,8 +49,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from .. import logs, metrics
-from ..crypto import looks_like_token, new_token
-from ..db import utcnow
+from ..crypto import looks_like_token, new_token, outdated_seal
+from ..db import StoreUnavailable, utcnow
 from .cache import SessionCache
 from .stats import LiveCounts
 from .store import RecordExists, SessionRecord
@@ -252,8 +252,15 @@ class SessionEngine:
         return record
 
     def credentials(self, token, record):
-        """Open the record's sealed upstream key (per request; never cached), or None."""
-        return self._open(token, record)
+        """Open the record's sealed upstream key (per request; never cached), or None.
+
+        A seal in an older format (``crypto.outdated_seal``) is re-sealed in the
+        current one on the way, so each record pays for the old format once."""
+        credentials = self._open(token, record)
+        if credentials is not None and outdated_seal(record.sealed) and self.keyring.current.record_id(
+                token) == record.id:
+            self._upgrade_seal(token, record, credentials)
+        return credentials
 
     def end(self, token):
         """Delete the session a token names; True when there was one."""
@@ -348,6 +355,16 @@ class SessionEngine:
         fresh = replace(fresh, tag=key.record_tag(record_message(fresh)))
         self._forget(record.id)
         return fresh if self.store.update(fresh) else None
+
+    def _upgrade_seal(self, token, record, credentials):
+        key = self.keyring.current
+        fresh = replace(record, sealed=key.seal(token, record.id, _pack(credentials)))
+        fresh = replace(fresh, tag=key.record_tag(record_message(fresh)))
+        self._forget(record.id)
+        try:
+            self.store.update(fresh)  # matches nothing once the session has ended: nothing revived
+        except StoreUnavailable:
+            pass  # the page still has its credentials; the next use tries again
 
     def _reseal(self, token, record, credentials, now):
         """Move a session made under a previous key to its current-key record.
