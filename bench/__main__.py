@@ -18,7 +18,7 @@ Order of the run:
    refuses the cookie (``--trials`` times).
 4. The second app with 100,000 sessions: ``engine.stats()`` timed, and the
    bytes the cache keeps per session.
-5. Throughput at concurrency 16, in rotating order, 5 rounds of 3 s, medians:
+5. Throughput at concurrency 16, in rotating order, 9 rounds of 2 s, medians:
    bare, signed-in, RAM sessions, signed-in with 100,000 stored, a page making
    one upstream call signed in and the same call without a session. The
    sessions' once-a-minute touches are spread over the minute first, as on a
@@ -457,8 +457,8 @@ def throughput_rounds(runner, rounds, runs_spec):
 # -- the run -----------------------------------------------------------------------
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3, help="length of each load run (default 3)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per figure (default 5)")
+    parser.add_argument("--seconds", type=int, default=2, help="length of each load run, whole seconds (default 2)")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating rounds per figure (default 9)")
     parser.add_argument("--large", type=int, default=100_000, help="sessions stored for the growth figure")
     parser.add_argument("--trials", type=int, default=50, help="sign-out trials across two instances")
     parser.add_argument("--quick", action="store_true", help="short smoke run (writes no results)")

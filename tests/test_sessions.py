@@ -429,7 +429,7 @@ def test_a_legacy_record_with_a_seal_that_does_not_open_is_destroyed(sessions, e
 
 def test_a_seal_in_the_gcm_format_opens_and_is_resealed_in_the_current_one_on_first_use(sessions, engine):
     """Records sealed with AES-GCM (format 1) keep working; their first open re-seals them
-    as AES-CTR + HMAC-SHA256 (format 2), tag and all, so each pays for GCM once."""
+    as ChaCha20 + HMAC-SHA256 (format 2), tag and all, so each pays for GCM once."""
     from socialos_app import crypto
     _store, commands, raw = sessions
     token, record = engine.start("ann", "Ann", False, CREDS)
