@@ -178,11 +178,11 @@ class ServicesPlugin(SimplePlugin):
             # Start anyway: pages answer 503 until the database is back (indexes are idempotent).
             self.bus.log(f"session database not reachable at start ({exc}); will answer 503 until it is",
                          level=logging.WARNING)
-        self.services.engine.start_watching()  # the session cache, trusted once its change stream runs
+        self.services.engine.start_background()  # touch writer; the cache, trusted once its change stream runs
     start.priority = 60
 
     def stop(self):
-        self.services.engine.stop_watching()
+        self.services.engine.stop_background()
         self.services.socialos.transport.close()
         accounts.stop()
 

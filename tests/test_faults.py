@@ -7,6 +7,7 @@ and fitted with failpoints), never the shared one.
 
 import re
 import time
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
@@ -167,6 +168,33 @@ def test_health_reports_a_failing_database(app, failpoint):
     wait_for(lambda: requests.get(app.url("/healthz"), timeout=10).status_code == 503, 5, "/healthz 503")
     assert requests.get(app.url("/livez"), timeout=10).status_code == 200
     wait_for(lambda: requests.get(app.url("/healthz"), timeout=10).status_code == 200, 5, "/healthz 200 again")
+
+
+# -- a session write is slow -------------------------------------------------------------
+def test_a_slow_touch_never_holds_a_page(mydb, app, failpoint):
+    """``accessed`` is written by a background thread (sessions/touches.py): a page whose
+    session is due for its once-a-minute touch doesn't wait for the database's write."""
+    before = set(sessions_in(mydb, app))
+    s = signed_in_as(app, "dave")
+    (record_id,) = set(sessions_in(mydb, app)) - before
+    client = mydb.client()
+    sessions = client[urlsplit(app.env["MONGODB_URI"]).path.lstrip("/")]["sessions"]
+    try:
+        two_minutes_ago = sessions.find_one({"_id": record_id})["accessed"] - timedelta(minutes=2)
+        sessions.update_one({"_id": record_id}, {"$set": {"accessed": two_minutes_ago}})
+        # The next touch blocks for longer than any page may wait for the database (4 s).
+        failpoint({"times": 1}, failCommands=["update"], blockConnection=True, blockTimeMS=6000)
+        pages = []
+
+        def touched():
+            pages.append(timed_get(s, app.url("/dashboard")))
+            return sessions.find_one({"_id": record_id})["accessed"] > two_minutes_ago + timedelta(seconds=60)
+
+        wait_for(touched, 30, "the touch written")
+    finally:
+        client.close()
+    assert all(answer.status_code == 200 for answer, _ in pages), [a.status_code for a, _ in pages]
+    assert max(elapsed for _, elapsed in pages) < 3, [round(e, 2) for _, e in pages]
 
 
 # -- /admin's session count is slow ------------------------------------------------------

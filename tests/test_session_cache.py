@@ -49,11 +49,11 @@ class Instance:
         self.engine = SessionEngine(MongoSessionStore(self.client[name]["sessions"]), Keyring(key),
                                     IDLE, MAX_AGE, cache_size=size)
         self.engine.setup()
-        self.engine.start_watching()
+        self.engine.start_background()
         wait_for(lambda: self.engine.cache.trusted, 10, "the change stream")
 
     def close(self):
-        self.engine.stop_watching()
+        self.engine.stop_background()
         self.client.close()
 
 
@@ -166,7 +166,7 @@ def test_without_a_confirmed_stream_every_request_reads_through(two):
     a, _b, _raw = two
     token, _ = a.engine.start("ann", "Ann", False, CREDS)
     assert a.engine.resume(token) is not None
-    a.engine.stop_watching()
+    a.engine.stop_background()
     assert not a.engine.cache.trusted and len(a.engine.cache) == 0
     before = a.reads.count
     for _ in range(5):

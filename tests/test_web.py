@@ -498,7 +498,7 @@ def test_the_database_holds_no_cookie_token_and_no_key_secret(app, db, sandbox):
     record = mongo["sessions"].find_one({"_id": rid})
     assert set(record) == SESSION_FIELDS
     sealed = bytes(record["sealed"])
-    assert sealed[:1] == b"\x01" and len(sealed) >= 29
+    assert sealed[:1] == b"\x02" and len(sealed) >= 1 + 12 + 32  # ChaCha20 + HMAC-SHA256 (format 2)
 
     # The upstream key this session holds, opened the one way there is: SECURE_KEY and the cookie.
     plain = Keyring(decode_key(app.env["SECURE_KEY"])).current.open(token, rid, sealed)

@@ -8,8 +8,10 @@ Per signed-in request: at most one database read (none when the record is
 in this instance's cache and the change feed is confirmed, see
 ``cache.py``), an HMAC check of the record, and a write only when
 ``accessed`` is over ``TOUCH_EVERY`` old (idle expiry stays exact to a
-minute with almost no writes) or when a session made under a previous
-SECURE_KEY is re-sealed under the current one. The upstream credentials are
+minute with almost no writes; once ``start_background`` has run, written by
+a background thread, ``touches.py``, so the page never waits for it) or
+when a session made under a previous SECURE_KEY is re-sealed under the
+current one. The upstream credentials are
 opened only by ``credentials()``, when a page uses them.
 
 Record integrity. Every field but ``accessed`` is authenticated: ``tag`` is
@@ -44,6 +46,7 @@ trusted no further than this rule, because a writer can strip a tag:
 import hashlib
 import json
 import secrets
+import struct
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -54,6 +57,7 @@ from ..db import StoreUnavailable, utcnow
 from .cache import SessionCache
 from .stats import LiveCounts
 from .store import RecordExists, SessionRecord
+from .touches import TouchWriter
 
 __all__ = ["Credentials", "SessionEngine", "record_message"]
 
@@ -74,20 +78,16 @@ class Credentials:
         return "Credentials(token=..., password=...)"
 
 
-def _text(value):
-    if not isinstance(value, str):
-        raise TypeError("not a string")
-    return value.encode()
+_LENGTH = struct.Struct(">I")
 
 
-def _blob(value):
-    if not isinstance(value, bytes):
-        raise TypeError("not bytes")
-    return value
+def _framed(part):
+    return _LENGTH.pack(len(part)) + part
 
 
 def _when(value):
-    if not isinstance(value, datetime) or value.tzinfo is not None:
+    # Subtracting a naive datetime fails (TypeError) for anything but a naive datetime.
+    if not isinstance(value, datetime):
         raise TypeError("not a naive datetime")
     return str((value - _EPOCH) // _MS).encode()
 
@@ -98,18 +98,21 @@ def record_message(record):
     Each field length-prefixed (no field can bleed into the next) and typed
     strictly (``admin`` must be a real bool, dates real datetimes): a value
     of another type raises ``TypeError``, which the engine treats as tampering.
+    (Runs on every signed-in request: written flat, without a call per field.)
     """
-    if record.admin is True:
-        admin = b"1"
-    elif record.admin is False:
-        admin = b"0"
-    else:
+    admin = record.admin
+    if admin is not True and admin is not False:
         raise TypeError("admin is not a bool")
-    parts = (_text(record.id), _text(record.username), _text(record.name), admin,
-             _when(record.created), _when(record.expires), _text(record.handle),
-             _text(record.user_agent), _text(record.address), _blob(record.sealed),
-             _blob(record.key_ref))
-    return b"socialos/v1/record" + b"".join(len(p).to_bytes(4, "big") + p for p in parts)
+    sealed, key_ref = record.sealed, record.key_ref
+    if not isinstance(sealed, bytes) or not isinstance(key_ref, bytes):
+        raise TypeError("not bytes")
+    text = str.encode  # TypeError for anything but a str
+    return b"".join((
+        b"socialos/v1/record",
+        _framed(text(record.id)), _framed(text(record.username)), _framed(text(record.name)),
+        _framed(b"1" if admin else b"0"), _framed(_when(record.created)), _framed(_when(record.expires)),
+        _framed(text(record.handle)), _framed(text(record.user_agent)), _framed(text(record.address)),
+        _framed(sealed), _framed(key_ref)))
 
 
 def _pack(credentials):
@@ -137,7 +140,7 @@ class SessionEngine:
 
     ``keyring`` is the ``crypto.Keyring`` of the server secrets.
     ``cache_size`` > 0 keeps up to that many records in this instance,
-    trusted only while ``start_watching`` has the store's change feed running.
+    trusted only while ``start_background`` has the store's change feed running.
     Every method may raise ``StoreUnavailable`` (a real database failure only).
     """
 
@@ -148,6 +151,7 @@ class SessionEngine:
         self.max_age = timedelta(seconds=max_age_seconds)
         self.cache = SessionCache(cache_size) if cache_size else None
         self.counts = LiveCounts(self._count)
+        self.touches = TouchWriter(store, self._forget)
         self._stop = threading.Event()
         self._watcher = None
 
@@ -156,22 +160,25 @@ class SessionEngine:
         """Make the store's indexes (idempotent)."""
         self.store.setup(int(self.idle.total_seconds()))
 
-    def start_watching(self):
-        """Follow the store's change feed in a thread, so the cache can be trusted."""
+    def start_background(self):
+        """Start this instance's background work: the touch writer, and the store's
+        change feed in a thread (when there is a cache), so the cache can be trusted."""
+        self.touches.start()
         if self.cache is None or (self._watcher is not None and self._watcher.is_alive()):
             return
         self._stop.clear()
         self._watcher = threading.Thread(target=self._watch, name="session-changes", daemon=True)
         self._watcher.start()
 
-    def stop_watching(self, timeout=5.0):
-        """Stop the feed thread; the cache is no longer trusted."""
+    def stop_background(self, timeout=5.0):
+        """Stop the feed thread (the cache is no longer trusted) and write pending touches."""
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(timeout)
             self._watcher = None
         if self.cache is not None:
             self.cache.stream_down()
+        self.touches.stop(timeout)
 
     def _watch(self):
         try:
@@ -245,7 +252,8 @@ class SessionEngine:
         if cache is not None:
             cache.put(record, snapshot)
         if now - record.accessed >= TOUCH_EVERY:
-            self.store.touch(record.id, now)
+            if not self.touches.touch(record.id, now):  # written in the background when it can be
+                self.store.touch(record.id, now)
             record = replace(record, accessed=now)
             if cache is not None:
                 cache.touched_here(record.id, now)

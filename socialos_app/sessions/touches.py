@@ -1,0 +1,84 @@
+"""Writes of ``accessed``, off the request path.
+
+A signed-in request that finds its session's ``accessed`` over a minute old
+updates it (idle expiry stays exact to a minute). That write waits for a
+majority and the journal, and a busy database can hold it for seconds (a
+TTL sweep over a large collection, a failover): the page needn't wait. So
+the engine hands touches to one background thread per instance, which
+writes them in arrival order, one pending touch per session (a newer one
+replaces an older one not yet written).
+
+A touch is only ever an ``update`` of an existing record: a session ended
+meanwhile is not revived. A touch that fails is reported to ``on_failure``
+(the engine forgets its cached entry, so the next request reads the
+record again and touches it again). When the writer isn't running, or
+``limit`` touches are already waiting, ``touch`` returns False and the
+caller writes inline.
+"""
+
+import logging
+import threading
+
+from ..db import StoreUnavailable
+
+__all__ = ["TouchWriter"]
+
+log = logging.getLogger("socialos")
+
+
+class TouchWriter:
+    """One background thread writing ``store.touch(record_id, accessed)``."""
+
+    def __init__(self, store, on_failure, limit=10_000):
+        self._store = store
+        self._on_failure = on_failure
+        self._limit = limit
+        self._pending = {}  # record id -> accessed, insertion-ordered
+        self._cond = threading.Condition()
+        self._thread = None
+        self._running = False
+
+    def start(self):
+        """Start writing in the background (idempotent)."""
+        with self._cond:
+            if self._running:
+                return
+            self._running = True
+            self._thread = threading.Thread(target=self._run, name="session-touches", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout=5.0):
+        """Write what is waiting, then stop; touches go inline again."""
+        with self._cond:
+            self._running = False
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def touch(self, record_id, accessed):
+        """Queue a touch; False when the caller should write it itself."""
+        with self._cond:
+            if not self._running or (len(self._pending) >= self._limit and record_id not in self._pending):
+                return False
+            self._pending[record_id] = accessed
+            self._cond.notify()
+            return True
+
+    def _run(self):
+        while True:
+            with self._cond:
+                while self._running and not self._pending:
+                    self._cond.wait()
+                batch, self._pending = self._pending, {}
+                running = self._running
+            for record_id, accessed in batch.items():
+                try:
+                    self._store.touch(record_id, accessed)
+                except StoreUnavailable:
+                    self._on_failure(record_id)
+                except Exception:  # noqa: BLE001 - the writer must outlive any one touch
+                    log.exception("session touch not written")
+                    self._on_failure(record_id)
+            if not running:
+                return
