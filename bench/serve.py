@@ -47,7 +47,6 @@ import cherrypy
 from pymongo import monitoring
 
 from socialos_app import cli, web
-from socialos_app.db import utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 READS = frozenset({"find", "aggregate", "count", "distinct", "getMore"})
@@ -288,10 +287,8 @@ class BenchPages:
                 return {"ms": times + [round((time.perf_counter() - t0) * 1000, 2)],
                         "error": f"{type(exc).__module__}.{type(exc).__name__}"}
             times.append(round((time.perf_counter() - t0) * 1000, 2))
-        counted_at = answer.get("counted_at")
-        age = (utcnow() - counted_at).total_seconds() if counted_at is not None else None
         return {"ms": times, "active": answer["active"], "users": answer["users"], "error": None,
-                "pending": answer.get("pending", False), "age_s": age}
+                "pending": answer.get("pending", False), "age_s": answer.get("age")}
 
     @cherrypy.expose
     def ram(self):

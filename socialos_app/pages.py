@@ -8,13 +8,11 @@ in ``NOTICES``, so a message is always one of ours, never text from the URL.
 """
 
 import re
-from datetime import timedelta
 from urllib.parse import urlencode, urlsplit
 
 import cherrypy
 
 from . import accounts
-from .db import utcnow
 from .devices import describe
 from .errors import Unauthorized, UpstreamError, UpstreamUnavailable, explain
 from .render import plural, render
@@ -24,7 +22,7 @@ __all__ = ["NOTICES", "AdminPages", "Root", "notice_text", "safe_next"]
 
 MAX_QUERY = 200
 ADMIN_PAGE_SIZE = 20
-STATS_LATE = timedelta(seconds=10)  # older counts say when they were made
+STATS_LATE_SECONDS = 10  # older counts say when they were made
 _HANDLE_RE = re.compile(r"[0-9a-f]{12}")
 
 # Pages a sign-in may return to: each answers GET. A POST-only address
@@ -277,8 +275,7 @@ class AdminPages:
         next_url = _url("/admin", **keep, page=number + 1) if number < pages else ""
         stats = self.services.engine.stats()
         by_hour = {h: int(stats.get("by_hour", {}).get(h, 0)) for h in range(24)}
-        counted_at = stats.get("counted_at")
-        counted_late = counted_at is not None and utcnow() - counted_at > STATS_LATE
+        counted_late = (stats.get("age") or 0) > STATS_LATE_SECONDS
         peak = max(by_hour.values()) or 1
         return render("admin.html", title="Admin", users=shown, total=len(users), query=query,
                       page=number, pages=pages, page_size=size, per=per and size,

@@ -297,7 +297,7 @@ class SessionEngine:
         return tokens
 
     def stats(self):
-        """``{"active", "users", "by_hour": {0..23: n}, "counted_at", "pending"}`` over live
+        """``{"active", "users", "by_hour": {0..23: n}, "counted_at", "age", "pending"}`` over live
         sessions: counted by the store in the background, at most one count at a time
         (``stats.LiveCounts``), so /admin never waits long for a count of every session."""
         return self.counts.get()

@@ -32,7 +32,7 @@ class LiveCounts:
     """Background-counted ``store.stats`` with the time of the count.
 
     ``count(timeout)`` returns the store's ``{"active", "users", "by_hour"}``.
-    ``get()`` returns that plus ``counted_at`` (naive UTC) and ``pending``
+    ``get()`` returns that plus ``counted_at`` (naive UTC), ``age`` (seconds since) and ``pending``
     (True, with ``active``/``users`` None, until a first count finishes).
     """
 
@@ -59,11 +59,11 @@ class LiveCounts:
         with self._lock:
             last, error = self._last, self._error
         if last is not None:
-            return last
+            return {**last, "age": (utcnow() - last["counted_at"]).total_seconds()}
         if error is not None and running.is_set():
             raise error
         return {"active": None, "users": None, "by_hour": {h: 0 for h in range(24)},
-                "counted_at": None, "pending": True}
+                "counted_at": None, "age": None, "pending": True}
 
     def _run(self, done):
         result, error = None, None
