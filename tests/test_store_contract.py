@@ -85,6 +85,19 @@ def test_touch_changes_accessed_only(store):
     store.touch(secrets.token_hex(32), later)                   # a record that is gone: no error
 
 
+def test_touch_many_changes_accessed_only_and_revives_nothing(store):
+    a, b = record(), record()
+    store.create(a)
+    store.create(b)
+    gone = secrets.token_hex(32)
+    later = a.accessed + timedelta(seconds=90)
+    store.touch_many({a.id: later, gone: later, b.id: later + timedelta(seconds=1)})
+    assert store.load([a.id]) == replace(a, accessed=later)
+    assert store.load([b.id]) == replace(b, accessed=later + timedelta(seconds=1))
+    assert store.load([gone]) is None                           # a session ended meanwhile stays ended
+    store.touch_many({})
+
+
 def test_destroy_says_whether_there_was_one(store):
     r = record()
     store.create(r)

@@ -6,6 +6,8 @@ collection, because mongoengine's query building and object construction
 cost more than the round trip itself. Reads go to the primary; writes wait
 for a majority *and* the journal (``w=majority, j=true``), so a session
 ended here stays ended after a crash and is seen ended by every instance.
+Touches of ``accessed`` alone are written ``w=1`` without the journal: all
+they move is idle expiry, by at most a minute if one is lost.
 
 ``watch`` is the change feed the engine's per-instance cache listens to.
 """
@@ -14,7 +16,7 @@ import logging
 
 import mongoengine as me
 import pymongo
-from pymongo import DESCENDING, ReadPreference, WriteConcern
+from pymongo import DESCENDING, ReadPreference, UpdateOne, WriteConcern
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from ..db import ALIAS, StoreUnavailable, guarded
@@ -77,6 +79,9 @@ class MongoSessionStore(SessionStore):
             read_preference=ReadPreference.PRIMARY,
             write_concern=WriteConcern(w="majority", j=True),
         )
+        # Touches only move idle expiry: one lost in a crash ends a session at most
+        # TOUCH_EVERY early, so they don't wait for the journal.
+        self._touches = self.collection.with_options(write_concern=WriteConcern(w=1, j=False))
 
     def setup(self, idle_seconds):
         def make():
@@ -114,7 +119,13 @@ class MongoSessionStore(SessionStore):
         return guarded(self.collection.replace_one, {"_id": record.id}, doc).matched_count == 1
 
     def touch(self, record_id, accessed):
-        guarded(self.collection.update_one, {"_id": record_id}, {"$set": {"accessed": accessed}})
+        guarded(self._touches.update_one, {"_id": record_id}, {"$set": {"accessed": accessed}})
+
+    def touch_many(self, touches):
+        if not touches:
+            return
+        writes = [UpdateOne({"_id": rid}, {"$set": {"accessed": at}}) for rid, at in touches.items()]
+        guarded(self._touches.bulk_write, writes, ordered=False)
 
     def destroy(self, record_id):
         return guarded(self.collection.delete_one, {"_id": record_id}).deleted_count == 1

@@ -70,6 +70,11 @@ class SessionStore(ABC):
     def touch(self, record_id, accessed):
         """Set only ``accessed`` of one record (no error if it is gone)."""
 
+    def touch_many(self, touches):
+        """``touch`` each of ``{record_id: accessed}`` (a backend may do it in one round trip)."""
+        for record_id, accessed in touches.items():
+            self.touch(record_id, accessed)
+
     @abstractmethod
     def destroy(self, record_id):
         """Delete one record, durably; True when it existed."""
