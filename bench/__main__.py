@@ -390,7 +390,7 @@ def crypto_costs(secure_key, n=2000, threads=16):
     return {"resume_us": timed(lambda: engine.resume(token)),
             "open_us": timed(open_once),
             "record_id_us": timed(lambda: engine.keyring.record_ids(token)),
-            "hkdf_aes_gcm_us": timed(lambda: key.open(token, record.id, record.sealed)),
+            "hkdf_seal_open_us": timed(lambda: key.open(token, record.id, record.sealed)),
             "csrf_token_us": timed(lambda: key.csrf_token("session:" + token)),
             "open_1_thread_us": round(alone, 1), f"open_{threads}_threads_us": round(together, 1),
             "open_threads_vs_1": together / alone}
@@ -674,7 +674,7 @@ def main(argv=None):
         f"App CPU per request: bare {cpu['bare']:.0f} µs, RAM sessions {cpu['ram']:.0f} µs, signed-in "
         f"{cpu['signed']:.0f} µs; the database process {db_cpu['signed']:.0f} µs per signed-in request "
         f"(no reads: each of the {COOKIES_PER_RUN} sessions' `accessed` is written once a minute, "
-        f"w=majority, j=true, and comes back to the app through its change stream) and "
+        f"in a background batch, w=1, and comes back to the app through its change stream) and "
         f"{db_cpu['bare']:.0f} µs per bare one.",
         f"Database commands over 1,000 signed-in requests after a warm-up pass: {steady['reads']} reads, "
         f"{steady['writes']} writes with the cache on (the change stream's own {steady['stream']} getMores "
@@ -703,7 +703,8 @@ def main(argv=None):
         f"{footprint['entries']:,} records with a browser's User-Agent), so the default "
         f"SESSION_CACHE_SIZE of 10,000 costs about {footprint['per_session'] * 10_000 / 2**20:.0f} MiB.",
         f"Without I/O, one thread: resuming a session (record id, tag check) {crypto['resume_us']:.0f} µs; "
-        f"opening its credentials {crypto['open_us']:.0f} µs (HKDF + AES-GCM {crypto['hkdf_aes_gcm_us']:.0f} "
+        f"opening its credentials {crypto['open_us']:.0f} µs (HKDF + HMAC-SHA256 + ChaCha20 "
+        f"{crypto['hkdf_seal_open_us']:.0f} "
         f"µs), only on pages that call upstream; 16 threads opening at once: {crypto['open_16_threads_us']:.0f} "
         f"µs each against {crypto['open_1_thread_us']:.0f} alone. One find_one costs pymongo "
         f"{read_cpu['cpu_us']} µs of CPU.",

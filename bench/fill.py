@@ -1,7 +1,7 @@
 """Sessions in bulk, made by the project's own code, inserted in batches.
 
 Each record comes from ``SessionEngine.start`` (fresh token, HMAC record id,
-credentials sealed with AES-GCM under a key HKDF derives from SECURE_KEY and
+credentials sealed with ChaCha20 + HMAC-SHA256 under keys HKDF derives from SECURE_KEY and
 the token, the server-sealed key reference, the integrity tag) with the app's
 SECURE_KEY, and is stored as ``MongoSessionStore.create`` stores it (its own
 ``_document``; checked once per run against ``SessionDocument.to_mongo``):
