@@ -317,8 +317,11 @@ def test_calls_share_pooled_connections(client, sandbox):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(prefix=st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=20))
 def test_any_query_text_is_signed_as_the_sandbox_reads_it(client, prefix):
-    """Spaces, &, =, %, + and non-ASCII all survive URL-encoding and verify."""
-    assert client.channels(prefix=prefix) == {}
+    """Spaces, &, =, %, + and non-ASCII all survive URL-encoding and verify (a bad
+    signature is a 401, raised); the sandbox filters by the prefix it read. Other
+    tests' channels may be occupied: a prefix like "p" finds them."""
+    found = client.channels(prefix=prefix)
+    assert isinstance(found, dict) and all(name.startswith(prefix) for name in found), found
 
 
 # -- typed errors -------------------------------------------------------------------
