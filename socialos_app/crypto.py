@@ -106,7 +106,7 @@ def hkdf_expand(prk, info):
 
 def hkdf_expand64(prk, info):
     """HKDF-SHA256 Expand to 64 bytes: T(1) || T(2), T(2) = HMAC(PRK, T(1) || info || 0x02)."""
-    first = _hmac(prk, info + b"\x01")
+    first = hkdf_expand(prk, info)
     return first + _hmac(prk, first + info + b"\x02")
 
 

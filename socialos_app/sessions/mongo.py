@@ -12,6 +12,7 @@ they move is idle expiry, by at most a minute if one is lost.
 ``watch`` is the change feed the engine's per-instance cache listens to.
 """
 
+import contextlib
 import logging
 
 import mongoengine as me
@@ -162,9 +163,8 @@ class MongoSessionStore(SessionStore):
                                 "users": [{"$group": {"_id": "$username"}}, {"$count": "n"}]}}]
 
         def count():
-            if timeout is None:
-                return list(self.collection.aggregate(pipeline))
-            with pymongo.timeout(timeout):  # replaces the client's per-operation deadline
+            # pymongo.timeout replaces the client's per-operation deadline for this one call.
+            with pymongo.timeout(timeout) if timeout is not None else contextlib.nullcontext():
                 return list(self.collection.aggregate(pipeline))
 
         result = guarded(count)  # the call itself can fail too

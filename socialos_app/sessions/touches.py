@@ -1,9 +1,9 @@
 """Writes of ``accessed``, off the request path.
 
 A signed-in request that finds its session's ``accessed`` over a minute old
-updates it (idle expiry stays exact to a minute). That write waits for a
-majority and the journal, and a busy database can hold it for seconds (a
-TTL sweep over a large collection, a failover): the page needn't wait. So
+updates it (idle expiry stays exact to a minute). A busy database can hold
+even that small write for seconds (a TTL sweep over a large collection, a
+failover): the page needn't wait. So
 the engine hands touches to one background thread per instance, which
 gathers them for up to a second and writes them together (one bulk write,
 one pending touch per session: a newer one replaces an older one not yet
@@ -30,7 +30,7 @@ log = logging.getLogger("socialos")
 
 
 class TouchWriter:
-    """One background thread writing ``store.touch(record_id, accessed)``."""
+    """One background thread writing queued touches with ``store.touch_many``."""
 
     def __init__(self, store, on_failure, limit=10_000, gather=1.0):
         self._store = store
