@@ -6,7 +6,7 @@
 # production: the runtime dependencies and the `metrics` extra (pinned by
 #   constraints.txt), the app without its sandboxes, as uid 10001, no embedded
 #   mode (no SecantusDB): it needs MONGODB_URI (or MONGODB_URI_FILE).
-# dev: the same plus socialos_app/sandbox, the `embedded` extra and the
+# dev: the same plus socialos_dev/ (sandboxes, embedded mode), the `embedded` extra and the
 #   browser assets (pusher-js) fetched at build time.
 #
 # Dependencies are installed in a layer of their own, from pyproject.toml and
@@ -28,16 +28,6 @@ COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print(*p['dependencies'], *p['optional-dependencies']['metrics'], sep='\n')" > requirements.txt \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c constraints.txt -r requirements.txt
-
-
-# The code, with what production leaves out removed before it is copied on.
-FROM deps AS code
-COPY app.py ./
-COPY conf/ conf/
-COPY socialos_app/ socialos_app/
-COPY templates/ templates/
-COPY static/ static/
-RUN rm -rf socialos_app/sandbox socialos_app/embedded.py
 
 
 # The browser assets for the dev image: the ordinary npm client fetches the pinned
@@ -74,6 +64,7 @@ RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['p
 COPY app.py ./
 COPY conf/ conf/
 COPY socialos_app/ socialos_app/
+COPY socialos_dev/ socialos_dev/
 COPY templates/ templates/
 COPY static/ static/
 # pusher-js (pinned, integrity-checked) from the npm registry, served by the app.
@@ -116,11 +107,12 @@ ENV PATH=/opt/venv/bin:$PATH \
 # the app user can read them, not change them.
 COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
-COPY --from=code /src/app.py ./
-COPY --from=code /src/conf/ conf/
-COPY --from=code /src/socialos_app/ socialos_app/
-COPY --from=code /src/templates/ templates/
-COPY --from=code /src/static/ static/
+# The production package only: socialos_dev/ (sandboxes, embedded mode) is never copied.
+COPY app.py ./
+COPY conf/ conf/
+COPY socialos_app/ socialos_app/
+COPY templates/ templates/
+COPY static/ static/
 
 USER 10001:10001
 

@@ -48,11 +48,11 @@ from pathlib import Path
 import requests
 
 from socialos_app.crypto import Keyring
-from socialos_app.db import utcnow
 from socialos_app.sessions import Credentials, SessionEngine
+from socialos_app.sessions.backends.memory import MemorySessionStore
+from socialos_app.sessions.backends.mongo import MongoSessionStore, _record
 from socialos_app.sessions.cache import SessionCache
-from socialos_app.sessions.memory import MemorySessionStore
-from socialos_app.sessions.mongo import MongoSessionStore, _record
+from socialos_app.storage import utcnow
 
 from . import clients, figures, load
 from .fill import Filler

@@ -1,6 +1,6 @@
 """Pooled vs fresh HTTPS connections, through the project's own clients.
 
-Pooled: ``socialos_app.http.Transport(pool_size, verify=CA)``, the
+Pooled: ``socialos_app.upstream.transport.Transport(pool_size, verify=CA)``, the
 transport the app builds once and shares, so every call after the first rides a
 warm keep-alive TLS connection. Fresh: the same client class with a new
 ``requests.Session`` per call (a TCP connect and a TLS handshake each time),
@@ -13,9 +13,9 @@ import time
 
 import requests
 
-from socialos_app import http as shared_http
-from socialos_app.client import SocialOS
-from socialos_app.pusher import Pusher
+from socialos_app.upstream import transport as shared_http
+from socialos_app.upstream.pusher import Pusher
+from socialos_app.upstream.socialos import SocialOS
 
 from .procs import PUSHER_APP
 

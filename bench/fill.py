@@ -23,8 +23,8 @@ from pymongo import MongoClient
 
 from socialos_app.crypto import Keyring
 from socialos_app.sessions import Credentials, SessionEngine
-from socialos_app.sessions.memory import MemorySessionStore
-from socialos_app.sessions.mongo import _FIELDS, MongoSessionStore, SessionDocument, _document
+from socialos_app.sessions.backends.memory import MemorySessionStore
+from socialos_app.sessions.backends.mongo import _FIELDS, MongoSessionStore, SessionDocument, _document
 
 __all__ = ["Filler", "USER_AGENT"]
 

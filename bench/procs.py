@@ -14,9 +14,9 @@ from pathlib import Path
 
 import requests
 
-from socialos_app.sandbox import processes
-from socialos_app.sandbox.processes import DEMO_PUSHER as PUSHER_APP  # noqa: F401 - re-exported
-from socialos_app.sandbox.processes import free_port, port_open, wait_for  # noqa: F401 - re-exported
+from socialos_dev.sandbox import processes
+from socialos_dev.sandbox.processes import DEMO_PUSHER as PUSHER_APP  # noqa: F401 - re-exported
+from socialos_dev.sandbox.processes import free_port, port_open, wait_for  # noqa: F401 - re-exported
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -56,7 +56,7 @@ class Database(processes.Database):
 
 
 class Sandbox(processes.Sandbox):
-    """``python -m socialos_app.sandbox``: the app's upstreams (plain HTTP) for sign-in."""
+    """``python -m socialos_dev.sandbox``: the app's upstreams (plain HTTP) for sign-in."""
 
     def __init__(self, logdir):
         super().__init__(log_path=Path(logdir) / "sandbox.log")

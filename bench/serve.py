@@ -3,7 +3,7 @@ plus bench-only pages on the same server and thread pool.
 
 Nothing here is product code and the product has no bench routes: this
 module runs ``socialos_app.cli.main()`` (what ``app.py`` runs: settings from
-the environment, ``socialos_app.web.mount``, the same server config and
+the environment, ``socialos_app.web.app.mount``, the same server config and
 engine plugins, the session cache's change stream included) and, right
 after the app is mounted, mounts ``/_bench``:
 
@@ -46,7 +46,8 @@ from pathlib import Path
 import cherrypy
 from pymongo import monitoring
 
-from socialos_app import cli, web
+from socialos_app import cli
+from socialos_app.web import app as web
 
 ROOT = Path(__file__).resolve().parent.parent
 READS = frozenset({"find", "aggregate", "count", "distinct", "getMore"})
@@ -349,7 +350,7 @@ _app_mount = web.mount
 
 
 def mount_with_bench(settings, conf_file=None):
-    """``socialos_app.web.mount`` as the entry point calls it, then the bench pages beside the app."""
+    """``socialos_app.web.app.mount`` as the entry point calls it, then the bench pages beside the app."""
     services = _app_mount(settings, conf_file)
     cherrypy.tree.mount(BenchPages(services), "/_bench", config=bench_config(services))
     return services

@@ -7,7 +7,7 @@ production would be configured), never with verification off.
 
 ``python -m bench.tls --cert C --key K --api-port P --pusher-port Q`` runs
 the Social OS sandbox and the Pusher sandbox (the same code as
-``python -m socialos_app.sandbox``) with their listening sockets wrapped in
+``python -m socialos_dev.sandbox``) with their listening sockets wrapped in
 TLS, until SIGTERM.
 """
 
@@ -71,7 +71,7 @@ class TLSSandbox:
 
 
 def main(argv=None):
-    from socialos_app.sandbox import pusher, socialos
+    from socialos_dev.sandbox import pusher, socialos
 
     parser = argparse.ArgumentParser(prog="python -m bench.tls")
     parser.add_argument("--cert", required=True)

@@ -1,7 +1,7 @@
 """Fetch the pinned browser assets with the ordinary npm client, check them, and
 put them under ``static/vendor/`` (git-ignored), where the app serves them.
 
-    python scripts/fetch_assets.py [NAME ...]      # default: every asset in socialos_app.assets.PINNED
+    python scripts/fetch_assets.py [NAME ...]      # default: every asset in socialos_app.web.assets.PINNED
 
 For each asset: skip it when the file is already there with its pinned
 SHA-384; else ``npm pack PACKAGE@VERSION`` into a temporary folder (npm
@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from socialos_app.assets import PINNED, local_path  # after the path fix above
+from socialos_app.web.assets import PINNED, local_path  # after the path fix above
 
 
 class Mismatch(Exception):

@@ -26,8 +26,9 @@ from pathlib import Path
 import cherrypy
 from cherrypy.lib import reprconf
 
-from . import logs, resources
-from . import settings as settings_mod
+from socialos_app import resources
+from socialos_app import settings as settings_mod
+from socialos_app.ops import logs
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_SETTINGS", "EXIT_PORT_TAKEN", "EXIT_EMBEDDED_FAILED"]
 
@@ -201,14 +202,14 @@ def _main(argv):
         "server.thread_pool": s.thread_pool,
         "server.max_request_body_size": s.max_body_bytes,
     })
-    from .web import mount
+    from socialos_app.web.app import mount
     mount(s, conf_files / "app.conf")
 
     engine = cherrypy.engine
     embedded = None
     if s.embedded:
         try:
-            from .embedded import EmbeddedFailed, EmbeddedPlugin
+            from socialos_dev.embedded import EmbeddedFailed, EmbeddedPlugin
         except ImportError:  # the production image leaves embedded mode out
             return fail("embedded mode is not installed here: set MONGODB_URI (and the other settings "
                         "--check-config lists)", EXIT_BAD_SETTINGS)

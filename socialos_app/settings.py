@@ -92,6 +92,18 @@ class Settings:
     db_timeout_ms: int = 2000
     max_body_bytes: int = 64 * 1024
     login_max_failures: int = 5
+    # The session backend, by name (sessions/backends): "mongodb", or "memory" for one process.
+    session_store: str = "mongodb"
+    # Seconds a session stays fresh for sensitive actions after sign-in or "Confirm it's you".
+    session_fresh: int = 600
+    # Days each user's security activity is kept.
+    activity_days: int = 90
+    # Live sessions per user; beyond it the least recently used ends (0: no limit).
+    max_sessions_per_user: int = 0
+    # Seconds a stopping instance keeps serving while it already answers /readyz with 503.
+    shutdown_drain: float = 3.0
+    # The largest upstream answer read, in bytes; a bigger one is refused.
+    upstream_max_bytes: int = 4 * 1024 * 1024
     # Where each value came from, by field: (variable, "flag"|"env"|"file"|"conf"|"default"|"embedded").
     origins: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -350,6 +362,12 @@ VARIABLES = (
     Variable("UPSTREAM_READ_TIMEOUT", "upstream_read_timeout", _seconds(0.1, 300)),
     Variable("TRUSTED_PROXY", "trusted_proxy", _flag),
     Variable("LOGIN_MAX_FAILURES", "login_max_failures", _int(1, 1000)),
+    Variable("SESSION_STORE", "session_store", _choice("mongodb", "memory")),
+    Variable("SESSION_FRESH", "session_fresh", _int(1, 7 * 86400)),
+    Variable("ACTIVITY_DAYS", "activity_days", _int(1, 3650)),
+    Variable("MAX_SESSIONS_PER_USER", "max_sessions_per_user", _int(0, 100_000)),
+    Variable("SHUTDOWN_DRAIN", "shutdown_drain", _seconds(0, 300)),
+    Variable("UPSTREAM_MAX_BYTES", "upstream_max_bytes", _int(1024, 1 << 30)),
     # Server knobs that live in conf/server.conf only.
     Variable("server.thread_pool", "thread_pool", _int(1, 1024), conf="server.thread_pool"),
     Variable("server.max_request_body_size", "max_body_bytes", _int(1024, 1 << 30),

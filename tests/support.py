@@ -10,8 +10,8 @@ from pathlib import Path
 
 import requests
 
-from socialos_app.sandbox import processes
-from socialos_app.sandbox.processes import Proc, free_port, port_open, wait_for
+from socialos_dev.sandbox import processes
+from socialos_dev.sandbox.processes import Proc, free_port, port_open, wait_for
 
 __all__ = ["App", "Database", "Sandbox", "Proc", "app_env", "free_port", "port_open", "wait_for",
            "read_answer", "LOGS", "SECRETS", "remember_secret"]

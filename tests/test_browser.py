@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from socialos_app.assets import Asset, local_path
+from socialos_app.web.assets import Asset, local_path
 
 pytestmark = pytest.mark.browser
 

@@ -8,9 +8,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from socialos_app.client import Client, SocialOS
-from socialos_app.errors import Forbidden, NotFound, Unauthorized, Unimplemented, UpstreamError, UpstreamUnavailable
-from socialos_app.http import Transport
+from socialos_app.upstream.errors import (
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    Unimplemented,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from socialos_app.upstream.socialos import Client, SocialOS
+from socialos_app.upstream.transport import Transport
 from support import free_port
 
 

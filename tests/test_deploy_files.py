@@ -283,20 +283,24 @@ def test_dockerfile_installs_runtime_and_metrics_in_production_and_embedded_only
 
 
 def test_dockerfile_production_leaves_the_sandboxes_out():
-    code = stage_named("code")
-    assert "rm -rf socialos_app/sandbox socialos_app/embedded.py" in instructions(code, "RUN")
-    final_copies = instructions(dockerfile_stages()[-1], "COPY")
-    assert all(c.startswith("--from=") for c in final_copies), "production copies only from earlier stages"
-    assert "--from=code /src/socialos_app/ socialos_app/" in final_copies
+    """The production stage copies the production package alone: socialos_dev/ (the
+    sandboxes, embedded mode) never enters it, so nothing has to be deleted."""
+    final = dockerfile_stages()[-1]
+    copies = instructions(final, "COPY")
+    copied = " ".join(c for c in copies if not c.startswith("--from=")).split()
     for path in ("app.py", "conf/", "socialos_app/", "templates/", "static/"):
-        assert path in " ".join(instructions(code, "COPY")).split(), path
+        assert path in copied, path
         assert (ROOT / path).exists(), f"the Dockerfile copies {path}, which is missing"
+    assert not any("socialos_dev" in c for c in copies), copies
+    assert not any("rm -rf" in run for run in instructions(final, "RUN"))
+    assert "socialos_dev" not in " ".join(tomllib.loads((ROOT / "pyproject.toml").read_text())
+                                          ["tool"]["setuptools"]["packages"]), "the wheel holds no dev code"
 
 
 def test_dockerfile_dev_stage_has_the_sandboxes_and_fetches_browser_assets():
     dev = stage_named("dev")
     copies = " ".join(instructions(dev, "COPY")).split()
-    assert "socialos_app/" in copies and not any("--from=code" in c for c in instructions(dev, "COPY"))
+    assert "socialos_app/" in copies and "socialos_dev/" in copies
     # The assets are fetched (npm) and checked (fetch_assets.py) in a stage of their own;
     # the dev image takes only the checked files, so no Node ships in it.
     assets = stage_named("assets")
@@ -340,7 +344,7 @@ def test_dockerignore_keeps_local_state_and_secrets_out():
                  "secrets/pusher_secret", "var/assets/pusher.min.js", "node_modules/x/index.js"):
         assert dockerignored(path, patterns), f"{path} would be sent to the build"
     for path in ("app.py", "conf/server.conf", "socialos_app/settings.py",
-                 "socialos_app/sandbox/__main__.py", "templates/base.html", "static/style.css",
+                 "socialos_dev/sandbox/__main__.py", "templates/base.html", "static/style.css",
                  "pyproject.toml", "constraints.txt", "scripts/fetch_assets.py"):
         assert not dockerignored(path, patterns), f"{path} is needed by the build but ignored"
 
@@ -585,7 +589,7 @@ def test_compose_dev_profile_is_a_complete_local_stack():
     for service in (sandbox, dev, mongo_dev):
         assert service["profiles"] == ["dev"]
     assert sandbox["build"]["target"] == dev["build"]["target"] == "dev"
-    assert sandbox["command"] == ["python", "-m", "socialos_app.sandbox", "--host", "0.0.0.0",
+    assert sandbox["command"] == ["python", "-m", "socialos_dev.sandbox", "--host", "0.0.0.0",
                                   "--api-port", "8081", "--pusher-port", "8082",
                                   "--webhook-url", "http://app-dev:8080/pusher/webhook"]
     assert "healthcheck" in sandbox, "the image's /livez check does not fit the sandbox"
@@ -784,7 +788,7 @@ def closure(requirements):
 
 def test_image_code_imports_only_what_the_image_installs():
     """The production image has the runtime dependencies and the metrics extra, and
-    neither the sandboxes nor embedded mode (the Dockerfile removes them): what the
+    neither the sandboxes nor embedded mode (socialos_dev/ is not copied): what the
     rest of app.py and the package import must come with those."""
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     installed = closure([*runtime_requirements(), *map(Requirement, extras["metrics"])])
@@ -792,21 +796,17 @@ def test_image_code_imports_only_what_the_image_installs():
     stray = {}
     package = ROOT / "socialos_app"
     for path in [ROOT / "app.py", *sorted(package.rglob("*.py"))]:
-        if path.name == "embedded.py" or (package / "sandbox") in path.parents:
-            continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sandbox":
-                names = ["socialos_app.sandbox"]
             else:
                 continue
             for name in names:
                 top = name.split(".")[0]
-                if name.startswith("socialos_app.sandbox"):
-                    stray.setdefault("socialos_app.sandbox", []).append(str(path.relative_to(ROOT)))
+                if top == "socialos_dev" and path.name == "cli.py":
+                    continue  # embedded mode, imported only when it is there (an ImportError says to set MONGODB_URI)
                 if top in sys.stdlib_module_names or top == "socialos_app":
                     continue
                 dists = {canonical(d) for d in owners.get(top, [top])}

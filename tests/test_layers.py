@@ -1,38 +1,57 @@
-"""The shape of the package, read from its own imports (no process, under a second).
+"""The package's folders are its layers, read from its own imports (no process, under a second).
 
-Data flows one way: request -> tool -> session engine -> store -> crypto;
-handler -> accounts / clients -> the one transport. So nothing low imports
-anything high, no page reaches a store, only ``http.py`` speaks HTTP to the
-upstreams (the sandboxes are test doubles with their own), and the
-package's imports have no cycle.
+Lowest first; a module may import its own layer and the layers below it, never above:
+
+    floor      settings.py, crypto.py, storage.py, resources.py
+    upstream/  the HTTP clients (requests and the standard library only)
+    db/        the MongoDB connection and documents
+    ops/       logging, metrics, health
+    sessions/  the engine, its cache and its store backends
+    accounts/, presence/
+    web/       the CherryPy application
+    cli.py     the entry point
+
+Beside the order: the clients import nothing of the package but each other and the
+settings table; only
+``upstream/transport.py`` speaks HTTP; the session engine knows its store through
+the ``SessionStore`` interface alone (only ``sessions/backends/`` touch a database);
+no page reaches a store; the production package imports nothing of ``socialos_dev``
+but embedded mode, from the entry point, when it is there; and there is no import cycle.
 """
 
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "socialos_app"
+import pytest
 
-# The web layer: what assembles and serves pages. Nothing below may import it.
-WEB = {"web", "cli", "pages", "presence", "health", "tools", "accounts", "errorpages", "request", "embedded"}
-LOW = {"sessions", "crypto", "db", "http", "client", "pusher", "errors", "settings", "logs", "metrics",
-       "throttle", "directory", "devices", "render", "resources", "assets"}
-PAGES = {"pages", "presence", "health"}
-STORES = {"sessions.store", "sessions.mongo", "sessions.memory", "throttle", "directory"}
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "socialos_app"
+
+LAYERS = [
+    {"settings", "crypto", "storage", "resources"},
+    {"upstream"},
+    {"db"},
+    {"ops"},
+    {"sessions"},
+    {"accounts", "presence"},
+    {"web"},
+    {"cli"},
+]
+RANK = {room: rank for rank, rooms in enumerate(LAYERS) for room in rooms}
 
 
 def modules():
-    """``{dotted name: path}`` of the package's modules, the sandboxes left out."""
+    """``{dotted name under socialos_app: path}``."""
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = path.relative_to(PACKAGE).with_suffix("").parts
-        if parts[0] == "sandbox":
-            continue
         found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
 
 
 def imports(name, path):
-    """``{(module, imported name or None)}`` of the package that ``name`` imports at any depth of its code."""
+    """``{(module, imported name or None)}`` of the package (or ``socialos_dev``, prefixed ``!dev``)
+    that ``name`` imports at any depth of its code."""
     package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
     out = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -43,32 +62,69 @@ def imports(name, path):
                 out.add((target, alias.name) if node.module else (f"{target}.{alias.name}".strip("."), None))
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("socialos_app"):
             target = node.module.removeprefix("socialos_app").lstrip(".")
-            out.update((target, alias.name) for alias in node.names)
+            for alias in node.names:
+                sub = f"{target}.{alias.name}".strip(".")
+                out.add((sub, None) if sub in modules_cache() else (target, alias.name))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("socialos_dev"):
+            out.add(("!dev." + node.module, None))
         elif isinstance(node, ast.Import):
             out.update((a.name.removeprefix("socialos_app").lstrip("."), None) for a in node.names
                        if a.name.startswith("socialos_app"))
     return out
 
 
-def top(module):
+_CACHE = {}
+
+
+def modules_cache():
+    if not _CACHE:
+        _CACHE.update(modules())
+    return _CACHE
+
+
+def room(module):
     return module.split(".")[0]
 
 
-def test_nothing_low_imports_the_web_layer():
-    found = modules()
-    reaching_up = sorted(f"{name} -> {target}" for name, path in found.items() if top(name) in LOW
-                         for target, _ in imports(name, path) if top(target) in WEB)
+def test_every_module_lives_in_a_layer():
+    assert {room(name) for name in modules() if name} <= set(RANK), "a new folder: give it a layer in LAYERS"
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    reaching_up = sorted(f"{name} -> {target}" for name, path in modules().items() if name
+                         for target, _ in imports(name, path)
+                         if not target.startswith("!dev") and target and RANK[room(target)] > RANK[room(name)])
     assert not reaching_up, reaching_up
-    assert {top(name) for name in found} <= WEB | LOW | {""}, "a new module: file it under WEB or LOW above"
 
 
-def test_no_page_imports_a_store_or_reaches_into_the_engine():
-    for name in PAGES:
-        path = PACKAGE / f"{name}.py"
-        taken = imports(name, path)
-        assert not {t for t, _ in taken if t in STORES}, (name, taken)
-        assert {n for t, n in taken if t == "db"} <= {"StoreUnavailable"}, (name, taken)
-        assert ".store" not in path.read_text(), f"{name} reaches past the engine into its store"
+def test_the_clients_import_nothing_of_the_package_but_each_other():
+    # and the settings table, for its defaults (it imports the standard library alone)
+    outside = sorted(f"{name} -> {target}" for name, path in modules().items() if room(name) == "upstream"
+                     for target, _ in imports(name, path) if room(target) not in ("upstream", "settings"))
+    assert not outside, outside
+
+
+def test_the_engine_knows_its_store_only_through_the_interface():
+    for name, path in modules().items():
+        if room(name) == "sessions" and not name.startswith("sessions.backends"):
+            taken = {t for t, _ in imports(name, path)}
+            assert not {t for t in taken if room(t) == "db"}, (name, taken)
+            if name != "sessions":  # the package's face may name the backends' factory
+                assert not {t for t in taken if t.startswith("sessions.backends")}, (name, taken)
+
+
+def test_no_page_imports_a_store():
+    for name, path in modules().items():
+        if name.startswith("web.pages"):
+            taken = imports(name, path)
+            assert not {t for t, _ in taken if room(t) == "db" or t.startswith("sessions.backends")}, (name, taken)
+            assert ".store" not in path.read_text(), f"{name} reaches past the engine into its store"
+
+
+def test_only_the_entry_point_names_the_dev_package():
+    naming = sorted(name for name, path in modules().items()
+                    if any(t.startswith("!dev") for t, _ in imports(name, path)))
+    assert naming == ["cli"], naming
 
 
 def test_one_module_sends_http_to_the_upstreams():
@@ -80,7 +136,7 @@ def test_one_module_sends_http_to_the_upstreams():
             if any(n.split(".")[0] in ("requests", "urllib3") or n in ("urllib.request", "http.client")
                    for n in names):
                 senders.add(name)
-    assert senders == {"http"}, senders
+    assert senders == {"upstream.transport"}, senders
 
 
 def test_the_imports_have_no_cycle():
@@ -109,8 +165,12 @@ def test_the_import_reader_sees_the_real_edges():
     """The checks above are only as good as the reader: it must see these known imports."""
     found = modules()
     seen = {name: {t for t, _ in imports(name, path)} for name, path in found.items()}
-    assert {"pages", "presence", "health", "sessions", "sessions.mongo", "http"} <= seen["web"]
-    assert {"crypto", "db", "sessions.cache", "sessions.store", "logs"} <= seen["sessions.engine"]
-    assert {"sessions.engine", "sessions.store"} <= seen["sessions"]
-    assert "errors" in seen["http"] and "http" in seen["client"] and "accounts" in seen["pages"]
-    assert ("db", "StoreUnavailable") in imports("presence", found["presence"])
+    assert {"web.pages.account", "web.pages.presence", "ops.health", "sessions"} <= seen["web.app"]
+    assert {"crypto", "sessions.cache", "sessions.store"} <= seen["sessions.engine"]
+    assert "upstream.errors" in seen["upstream.transport"] and "upstream.transport" in seen["upstream.socialos"]
+    assert any(t.startswith("!dev") for t in seen["cli"])
+
+
+@pytest.mark.parametrize("layer", sorted(RANK))
+def test_each_layer_is_a_folder_or_a_module(layer):
+    assert (PACKAGE / layer).is_dir() or (PACKAGE / f"{layer}.py").is_file(), layer

@@ -20,8 +20,8 @@ import pytest
 import requests
 
 from conftest import csrf_from
-from socialos_app.assets import PUSHER_JS, local_path
 from socialos_app.settings import DEMO_PUSHER
+from socialos_app.web.assets import PUSHER_JS, local_path
 from support import App, Sandbox, app_env, free_port, wait_for
 
 pytestmark = pytest.mark.browser

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from conftest import csrf_from, sign_in
-from socialos_app.logs import RateLimitFilter, ScrubFilter, TextFormatter, scrub
+from socialos_app.ops.logs import RateLimitFilter, ScrubFilter, TextFormatter, scrub
 from support import App, app_env, wait_for
 
 ISO = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")

@@ -234,7 +234,7 @@ def test_without_prometheus_client_metrics_are_no_ops_and_there_is_no_metrics_pa
     blocker = tmp_path / "prometheus_client"
     blocker.mkdir()
     (blocker / "__init__.py").write_text('raise ImportError("the metrics extra is not installed")\n')
-    probe = ("from socialos_app import metrics as m\n"
+    probe = ("from socialos_app.ops import metrics as m\n"
              "assert not m.available and m.REGISTRY is None\n"
              "m.upstream_call('socialos', 'ok', 0.1); m.sign_in('ok'); m.session_cache(True)\n"
              "m.security('csrf_refused'); m.set_live_sessions(lambda: 1)\n")

@@ -476,10 +476,10 @@ def test_a_slow_api_costs_a_view_a_few_seconds_and_the_page_says_whose_name_is_m
 
 # -- where browsers get pusher-js, and the CSP that allows exactly that -------------------
 def test_live_config_and_csp_for_pushers_cloud_and_for_the_sandbox():
-    from socialos_app.assets import PUSHER_JS, local_path
-    from socialos_app.presence import live_config
     from socialos_app.settings import Settings
-    from socialos_app.web import _csp
+    from socialos_app.web.app import _csp
+    from socialos_app.web.assets import PUSHER_JS, local_path
+    from socialos_app.web.pages.presence import live_config
 
     cloud = Settings(pusher_app_id="1", pusher_key="k", pusher_secret="s", pusher_cluster="eu",
                      pusher_ws_host="ws-eu.pusher.com")

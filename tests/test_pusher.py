@@ -20,8 +20,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from socialos_app import pusher as ours
-from socialos_app.errors import (
+from socialos_app.settings import DEMO_PUSHER, Settings
+from socialos_app.upstream import pusher as ours
+from socialos_app.upstream.errors import (
     BadRequest,
     Forbidden,
     NotFound,
@@ -30,8 +31,7 @@ from socialos_app.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from socialos_app.http import Transport
-from socialos_app.settings import DEMO_PUSHER, Settings
+from socialos_app.upstream.transport import Transport
 from support import Sandbox, free_port
 
 APP, KEY, SECRET = (DEMO_PUSHER[v] for v in ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET"))
@@ -79,7 +79,7 @@ def requests_seen(sandbox):
 # -- the two packages named pusher -------------------------------------------
 
 def test_official_library_and_ours_do_not_clash():
-    assert ours.__name__ == "socialos_app.pusher"
+    assert ours.__name__ == "socialos_app.upstream.pusher"
     assert pusher.__name__ == "pusher" and hasattr(pusher, "Pusher")
     assert ours is not pusher and ours.Pusher is not pusher.Pusher
 

@@ -24,7 +24,7 @@ import requests
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from socialos_app.sandbox import pusher as sandbox_pusher
+from socialos_dev.sandbox import pusher as sandbox_pusher
 
 APP_ID, KEY, SECRET = "100001", "ws-key", "ws-secret"
 SOCKET_ID = re.compile(r"\A\d+\.\d+\Z")

@@ -15,9 +15,9 @@ import pytest
 from pymongo import MongoClient, monitoring
 
 from socialos_app.crypto import Keyring
-from socialos_app.db import utcnow
 from socialos_app.sessions import Credentials, SessionEngine
-from socialos_app.sessions.mongo import MongoSessionStore
+from socialos_app.sessions.backends.mongo import MongoSessionStore
+from socialos_app.storage import utcnow
 from support import Database, wait_for
 
 IDLE, MAX_AGE = 600, 3600

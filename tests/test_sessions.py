@@ -15,10 +15,11 @@ import pytest
 from pymongo import monitoring
 
 from socialos_app.crypto import Keyring, ServerKey, new_token
-from socialos_app.db import connect, disconnect, utcnow
+from socialos_app.db.connection import connect, disconnect
 from socialos_app.sessions import Credentials, SessionEngine
+from socialos_app.sessions.backends.mongo import MongoSessionStore, _record
 from socialos_app.sessions.engine import record_message
-from socialos_app.sessions.mongo import MongoSessionStore, _record
+from socialos_app.storage import utcnow
 
 IDLE = 600
 MAX_AGE = 3600

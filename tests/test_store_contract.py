@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 
 from socialos_app.crypto import Keyring
-from socialos_app.db import utcnow
 from socialos_app.sessions import Credentials, RecordExists, SessionEngine, SessionRecord, SessionStore
-from socialos_app.sessions.memory import MemorySessionStore
-from socialos_app.sessions.mongo import MongoSessionStore
+from socialos_app.sessions.backends.memory import MemorySessionStore
+from socialos_app.sessions.backends.mongo import MongoSessionStore
+from socialos_app.storage import utcnow
 
 
 @pytest.fixture(params=["mongo", "memory"])

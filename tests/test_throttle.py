@@ -153,7 +153,7 @@ def test_many_usernames_from_one_address_are_throttled(start_app):
 # -- the throttle itself, in-process against the real database ---------------------------
 @pytest.fixture
 def throttle(db):
-    from socialos_app.throttle import LoginThrottle
+    from socialos_app.accounts.throttle import LoginThrottle
     name = "thr_" + secrets.token_hex(4)
     client = db.client()
     t = LoginThrottle(client[name]["login_failures"], max_failures=5)
@@ -165,7 +165,7 @@ def throttle(db):
 
 def _pass_waits(throttle):
     """As if every wait were over (time travel in the database, no sleeping)."""
-    from socialos_app.db import utcnow
+    from socialos_app.storage import utcnow
     throttle.collection.update_many({}, {"$set": {"until": utcnow() - timedelta(milliseconds=1)}})
 
 

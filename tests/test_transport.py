@@ -1,4 +1,4 @@
-"""The one transport (socialos_app.http): failures read the same for every
+"""The one transport (socialos_app.upstream.transport): failures read the same for every
 client, the pool is shared, and a stuck upstream is bounded by its bulkhead
 and failed fast by its circuit breaker.
 
@@ -16,12 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from socialos_app import metrics
-from socialos_app.client import Client, SocialOS
-from socialos_app.errors import UpstreamError, UpstreamUnavailable
-from socialos_app.http import DEFAULT_TIMEOUT, CircuitBreaker, Transport
-from socialos_app.pusher import Pusher
+from socialos_app.ops import metrics
 from socialos_app.settings import Settings
+from socialos_app.upstream.errors import UpstreamError, UpstreamUnavailable
+from socialos_app.upstream.pusher import Pusher
+from socialos_app.upstream.socialos import Client, SocialOS
+from socialos_app.upstream.transport import DEFAULT_TIMEOUT, CircuitBreaker, Transport
 from support import free_port, wait_for
 
 FAST = (1.0, 0.3)  # (connect, read): a never-answering server costs 0.3 s a call

@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from conftest import csrf_from, sign_in
-from socialos_app.devices import describe
-from socialos_app.pages import notice_text, safe_next
-from socialos_app.render import plural
+from socialos_app.accounts.useragent import describe
+from socialos_app.web.pages.account import notice_text, safe_next
+from socialos_app.web.render import plural
 from support import free_port, wait_for
 
 CHROME_LINUX = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "

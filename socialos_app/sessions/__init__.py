@@ -2,7 +2,7 @@
 in-memory (memory) backends, the per-instance cache (cache), and the policy
 that ties them to cookies and crypto (engine)."""
 
-from .engine import Credentials, SessionEngine
-from .store import RecordExists, SessionRecord, SessionStore
+from socialos_app.sessions.engine import Credentials, SessionEngine
+from socialos_app.sessions.store import RecordExists, SessionRecord, SessionStore
 
 __all__ = ["Credentials", "RecordExists", "SessionEngine", "SessionRecord", "SessionStore"]

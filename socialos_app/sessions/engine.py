@@ -51,13 +51,13 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from .. import logs, metrics
-from ..crypto import looks_like_token, new_token, outdated_seal
-from ..db import StoreUnavailable, utcnow
-from .cache import SessionCache
-from .stats import LiveCounts
-from .store import RecordExists, SessionRecord
-from .touches import TouchWriter
+from socialos_app.crypto import looks_like_token, new_token, outdated_seal
+from socialos_app.ops import logs, metrics
+from socialos_app.sessions.cache import SessionCache
+from socialos_app.sessions.stats import LiveCounts
+from socialos_app.sessions.store import RecordExists, SessionRecord
+from socialos_app.sessions.touches import TouchWriter
+from socialos_app.storage import StoreUnavailable, utcnow
 
 __all__ = ["Credentials", "SessionEngine", "record_message"]
 

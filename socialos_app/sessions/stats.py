@@ -21,7 +21,7 @@ raised (``StoreUnavailable``: a 503 page, as any database outage).
 import logging
 import threading
 
-from ..db import StoreUnavailable, utcnow
+from socialos_app.storage import StoreUnavailable, utcnow
 
 __all__ = ["LiveCounts"]
 

@@ -22,7 +22,7 @@ caller writes inline.
 import logging
 import threading
 
-from ..db import StoreUnavailable
+from socialos_app.storage import StoreUnavailable
 
 __all__ = ["TouchWriter"]
 

@@ -1,0 +1,1 @@
+"""The MongoDB room: the connection and every collection as a mongoengine Document."""

@@ -1,0 +1,1 @@
+"""Who is in which Pusher presence channel, as this app has learned it."""

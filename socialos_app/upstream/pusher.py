@@ -1,0 +1,345 @@
+"""A small, spec-exact client for Pusher's HTTP API, channel authorization
+and webhook verification.
+
+Signing (Pusher's "HTTP API reference", *Authentication*): every request
+carries ``auth_key``, ``auth_timestamp``, ``auth_version=1.0``, ``body_md5``
+(hex MD5 of the exact body bytes, when there is a body) and
+``auth_signature``: the hex HMAC-SHA256, keyed with the app secret, of
+
+    METHOD \\n PATH \\n k1=v1&k2=v2...
+
+where the query parameters are sorted by *lower-cased* key and joined
+*unescaped*; the query is URL-encoded only when it goes on the wire.
+
+Only Pusher's protocol lives here (signing, its limits, authorization,
+webhooks). Calls go out through the process's transport
+(``socialos_app.upstream.transport.Transport``), shared with the Social OS client, so
+every server thread shares a few warm connections to Pusher, and failures
+come back as the typed errors of ``socialos_app.upstream.errors`` with service
+"pusher"; the secret never appears in an error, a log line or a repr.
+"""
+
+import hashlib
+import hmac
+import json
+import re
+import time
+from urllib.parse import quote, urlencode
+
+from socialos_app.upstream.errors import BadRequest, PayloadTooLarge, UpstreamError
+from socialos_app.upstream.transport import Transport
+
+__all__ = [
+    "Pusher", "WebhookError", "sign_query", "channel_authorization",
+    "valid_channel", "valid_presence_channel", "valid_private_channel", "valid_socket_id",
+    "MAX_CHANNELS", "MAX_DATA_BYTES", "MAX_EVENT_NAME", "MAX_BATCH",
+]
+
+SERVICE = "pusher"  # the key its errors and metrics carry
+AUTH_VERSION = "1.0"
+
+# Pusher's documented limits; checked here so a bad call fails fast, before any I/O.
+MAX_CHANNELS = 100
+MAX_DATA_BYTES = 10 * 1024
+MAX_EVENT_NAME = 200
+MAX_BATCH = 10
+MAX_CHANNEL_NAME = 164
+
+# Explicit ASCII classes: \d and \w would also accept other scripts' digits and letters.
+_CHANNEL_RE = re.compile(rf"\A[A-Za-z0-9_\-=@,.;]{{1,{MAX_CHANNEL_NAME}}}\Z")
+_SOCKET_ID_RE = re.compile(r"\A[0-9]{1,20}\.[0-9]{1,20}\Z")
+
+# Compact JSON: the bytes we hash are the bytes we send, with no stray spaces
+# (and channel_data must be byte-identical to what pusher-js forwards).
+_COMPACT = (",", ":")
+
+_EXTRA_ERRORS = {400: BadRequest, 413: PayloadTooLarge}
+
+
+# -- validation -------------------------------------------------------------
+
+def valid_channel(name):
+    """True for a name Pusher accepts: ``[A-Za-z0-9_\\-=@,.;]``, 1..164 characters."""
+    return isinstance(name, str) and bool(_CHANNEL_RE.match(name))
+
+
+def valid_presence_channel(name):
+    """A valid channel name that starts ``presence-`` (and has more after it)."""
+    return valid_channel(name) and name.startswith("presence-") and len(name) > len("presence-")
+
+
+def valid_private_channel(name):
+    """A valid channel name that starts ``private-`` (and has more after it)."""
+    return valid_channel(name) and name.startswith("private-") and len(name) > len("private-")
+
+
+def valid_socket_id(socket_id):
+    """True for a Pusher socket id: digits, a dot, digits (bounded length)."""
+    return isinstance(socket_id, str) and bool(_SOCKET_ID_RE.match(socket_id))
+
+
+# -- signing ----------------------------------------------------------------
+
+def _hmac_hex(secret, message):
+    return hmac.new(secret.encode("utf-8"), message.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _as_bytes(body):
+    return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+
+def sign_query(key, secret, method, path, params, body=None, timestamp=None):
+    """``params`` plus Pusher's auth parameters and ``auth_signature``, ready to URL-encode.
+
+    ``body`` (bytes or str) must be exactly what will be sent: its MD5 is
+    signed. Keys keep their case in the result but are lower-cased for
+    signing, as Pusher does on its side.
+    """
+    query = {str(k): str(v) for k, v in (params or {}).items()}
+    query.update({
+        "auth_key": key,
+        "auth_timestamp": str(int(time.time() if timestamp is None else timestamp)),
+        "auth_version": AUTH_VERSION,
+    })
+    if body:
+        query["body_md5"] = hashlib.md5(_as_bytes(body)).hexdigest()
+    query.pop("auth_signature", None)
+
+    lowered = {}
+    for k, v in query.items():
+        if k.lower() in lowered:
+            # "Info" and "info" would sign as one key but travel as two.
+            raise ValueError(f"query parameter given twice (case-insensitively): {k}")
+        lowered[k.lower()] = v
+    signed = "&".join(f"{k}={v}" for k, v in sorted(lowered.items()))
+    query["auth_signature"] = _hmac_hex(secret, f"{method.upper()}\n{path}\n{signed}")
+    return query
+
+
+# -- channel authorization --------------------------------------------------
+
+def channel_authorization(key, secret, socket_id, channel, user_id=None, user_info=None):
+    """Pusher's channel authorization answer for a private- or presence- channel.
+
+    private:  ``{"auth": "KEY:" + HMAC(secret, "SOCKET:CHANNEL")}``
+    presence: also ``channel_data`` (compact JSON ``{"user_id", "user_info"}``),
+              and the HMAC covers ``SOCKET:CHANNEL:CHANNEL_DATA``.
+    Raises ValueError on a bad socket id, channel or (presence) user id.
+    """
+    if not valid_socket_id(socket_id):
+        raise ValueError("invalid socket_id")
+    if not valid_channel(channel):
+        raise ValueError("invalid channel name")
+    if channel.startswith("private-encrypted-"):
+        # Would need a shared_secret derived from an encryption master key we don't hold.
+        raise ValueError("encrypted channels are not supported")
+
+    if valid_presence_channel(channel):
+        # Pusher takes a string or a number; anything else would not round-trip to pusher-js.
+        if isinstance(user_id, bool) or not isinstance(user_id, (str, int)) or user_id == "":
+            raise ValueError("a presence channel needs a user_id (string or integer)")
+        if isinstance(user_id, str) and len(user_id) > 200:
+            raise ValueError("user_id too long")
+        member = {"user_id": user_id}
+        if user_info is not None:
+            member["user_info"] = user_info
+        channel_data = json.dumps(member, separators=_COMPACT)
+        signature = _hmac_hex(secret, f"{socket_id}:{channel}:{channel_data}")
+        return {"auth": f"{key}:{signature}", "channel_data": channel_data}
+
+    if valid_private_channel(channel):
+        return {"auth": f"{key}:{_hmac_hex(secret, f'{socket_id}:{channel}')}"}
+
+    # Public channels need no authorization; refusing keeps a mistake visible.
+    raise ValueError("only private- and presence- channels are authorized")
+
+
+# -- webhooks ---------------------------------------------------------------
+
+class WebhookError(Exception):
+    """A webhook that must be refused: ``status`` 401 (not from Pusher) or 400 (unreadable)."""
+
+    def __init__(self, message, status=401):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _same(a, b):
+    """Constant-time equality of two strings (as UTF-8, so any text is comparable)."""
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
+
+
+# -- the client -------------------------------------------------------------
+
+class Pusher:
+    """Signed calls to one Pusher app's HTTP API.
+
+    ``transport`` is the process's ``socialos_app.upstream.transport.Transport`` (a client
+    made without one gets a pool of its own); ``timeout`` overrides the
+    transport's (connect, read) seconds.
+    """
+
+    def __init__(self, app_id, key, secret, base_url, *, transport=None, timeout=None):
+        if not (app_id and key and secret):
+            raise ValueError("Pusher needs an app id, a key and a secret")
+        self.app_id = str(app_id)
+        self.key = key
+        self._secret = secret  # underscore: kept out of repr and vars-dumping helpers
+        self.base_url = base_url.rstrip("/")
+        self.transport = transport if transport is not None else Transport()
+        self._timeout = timeout
+
+    @classmethod
+    def from_settings(cls, settings, transport=None):
+        """The client for the app configured in ``settings`` on the process's ``transport``.
+
+        Without a transport, one is made from the same settings (pool size, timeouts).
+        """
+        return cls(settings.pusher_app_id, settings.pusher_key, settings.pusher_secret,
+                   settings.pusher_base_url,
+                   transport=transport if transport is not None else Transport.from_settings(settings))
+
+    def __repr__(self):
+        return f"Pusher(app_id={self.app_id!r}, key={self.key!r}, base_url={self.base_url!r})"
+
+    @property
+    def timeout(self):
+        """The (connect, read) seconds its calls wait."""
+        return self._timeout or self.transport.timeout
+
+    def _request(self, method, path, params=None, payload=None):
+        """Sign and send one call; the decoded JSON answer, or a typed error."""
+        body = json.dumps(payload, separators=_COMPACT).encode("utf-8") if payload is not None else b""
+        query = sign_query(self.key, self._secret, method, path, params or {}, body or None)
+        # quote (not quote_plus) and nothing left "safe": the server decodes exactly what we signed.
+        url = f"{self.base_url}{path}?{urlencode(query, quote_via=quote, safe='')}"
+        headers = {"Content-Type": "application/json"} if body else None
+        return self.transport.call(SERVICE, method, url, data=body or None, headers=headers,
+                                   timeout=self._timeout, errors=_EXTRA_ERRORS, secret=self._secret)
+
+    def _app_path(self, *parts):
+        return "/".join([f"/apps/{quote(self.app_id, safe='')}", *parts])
+
+    # -- queries -----------------------------------------------------------
+    def channel_users(self, channel):
+        """The user ids in a presence channel."""
+        if not valid_presence_channel(channel):
+            raise ValueError("users are only listed for valid presence- channels")
+        answer = self._request("GET", self._app_path("channels", channel, "users"))
+        users = answer.get("users") if isinstance(answer, dict) else None
+        if not isinstance(users, list):
+            raise UpstreamError("answer has no users list", status=200, service=SERVICE)
+        return [str(user["id"]) for user in users if isinstance(user, dict) and "id" in user]
+
+    def channel_info(self, channel, info=("user_count", "subscription_count")):
+        """``{"occupied": bool, ...}`` plus the attributes asked for in ``info``.
+
+        ``user_count`` is asked only for presence channels: Pusher refuses it for others.
+        """
+        if not valid_channel(channel):
+            raise ValueError("invalid channel name")
+        wanted = [a for a in (info or ()) if a != "user_count" or valid_presence_channel(channel)]
+        params = {"info": ",".join(wanted)} if wanted else {}
+        return self._request("GET", self._app_path("channels", channel), params)
+
+    def channels(self, prefix=None, info=None):
+        """``{name: {attributes}}`` for the occupied channels, optionally by prefix.
+
+        ``info`` may be ``("user_count",)``, which Pusher allows only with a ``presence-`` prefix.
+        """
+        params = {}
+        if prefix:
+            params["filter_by_prefix"] = prefix
+        if info:
+            params["info"] = info if isinstance(info, str) else ",".join(info)
+        return self._request("GET", self._app_path("channels"), params).get("channels", {})
+
+    # -- events ------------------------------------------------------------
+    def trigger(self, channels, name, data, socket_id=None):
+        """Publish one event to up to 100 channels; ``socket_id`` excludes that sender."""
+        if isinstance(channels, str):
+            channels = [channels]
+        if not isinstance(channels, (list, tuple, set, frozenset)):
+            raise ValueError("channels must be a channel name or a list of them")
+        event = _event(name, data, socket_id)
+        channels = list(channels)
+        if not channels:
+            raise ValueError("no channels")
+        if len(channels) > MAX_CHANNELS:
+            raise ValueError(f"more than {MAX_CHANNELS} channels")
+        for channel in channels:
+            if not valid_channel(channel):
+                raise ValueError("invalid channel name")
+        # Key order as in Pusher's worked example: name, channels, data.
+        body = {"name": event["name"], "channels": channels, "data": event["data"]}
+        if socket_id is not None:
+            body["socket_id"] = socket_id
+        return self._request("POST", self._app_path("events"), payload=body)
+
+    def trigger_batch(self, events):
+        """Publish up to 10 events in one call; each ``{"channel", "name", "data", "socket_id"?}``."""
+        if not isinstance(events, (list, tuple)):
+            raise ValueError("events must be a list")
+        events = list(events)
+        if not events:
+            raise ValueError("no events")
+        if len(events) > MAX_BATCH:
+            raise ValueError(f"more than {MAX_BATCH} events in a batch")
+        batch = []
+        for item in events:
+            if not isinstance(item, dict):
+                raise ValueError("each event must be a dict")
+            channel = item.get("channel")
+            if not valid_channel(channel):
+                raise ValueError("invalid channel name")
+            event = _event(item.get("name"), item.get("data"), item.get("socket_id"))
+            batch.append({"channel": channel, **event})
+        return self._request("POST", self._app_path("batch_events"), payload={"batch": batch})
+
+    # -- authorization and webhooks ----------------------------------------
+    def authorize(self, socket_id, channel, user_id=None, user_info=None):
+        """The channel authorization JSON a pusher-js client needs (see ``channel_authorization``)."""
+        return channel_authorization(self.key, self._secret, socket_id, channel, user_id, user_info)
+
+    def verify_webhook(self, key_header, signature_header, body):
+        """The webhook's payload ``{"time_ms", "events"}``, or WebhookError.
+
+        ``key_header`` is X-Pusher-Key, ``signature_header`` X-Pusher-Signature
+        (hex HMAC-SHA256 of the raw body); ``body`` the raw bytes as received.
+        """
+        body = _as_bytes(body if body is not None else b"")
+        if not key_header or not _same(key_header, self.key):
+            raise WebhookError("unknown X-Pusher-Key", 401)
+        expected = hmac.new(self._secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+        if not signature_header or not _same(signature_header.strip(), expected):
+            raise WebhookError("bad X-Pusher-Signature", 401)
+        # Parsed only once authentic: nobody else gets to exercise the JSON parser.
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
+            raise WebhookError("body is not JSON", 400) from None
+        if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
+            raise WebhookError("body has no events list", 400)
+        return payload
+
+
+def _event(name, data, socket_id):
+    """A checked ``{"name", "data"[, "socket_id"]}``; ``data`` that isn't a string is JSON-encoded."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("event name must be a non-empty string")
+    if len(name) > MAX_EVENT_NAME:
+        raise ValueError(f"event name longer than {MAX_EVENT_NAME} characters")
+    if not isinstance(data, str):
+        try:
+            data = json.dumps(data, separators=_COMPACT)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"data is not JSON-serializable: {exc}") from None
+    if len(data.encode("utf-8")) > MAX_DATA_BYTES:
+        raise ValueError(f"data larger than {MAX_DATA_BYTES} bytes")
+    if socket_id is not None and not valid_socket_id(socket_id):
+        raise ValueError("invalid socket_id")
+    event = {"name": name, "data": data}
+    if socket_id is not None:
+        event["socket_id"] = socket_id
+    return event

@@ -1,0 +1,1 @@
+"""The CherryPy application: assembly, tools, request and error pages, rendering, pages."""

@@ -1,0 +1,362 @@
+"""The presence page, Pusher channel authorization and Pusher webhooks.
+
+``/presence`` lists a presence channel's members by signed REST calls, so
+it works fully server-rendered, and the presence channels that have
+members now. Where live updates are available (``live_config``) the page
+loads pusher-js (the pinned copy, with Subresource Integrity) and
+``static/presence.js`` subscribes through ``/pusher/auth``, keeping the
+list in step as members come and go.
+
+Names: Pusher gives ids only. The member directory knows the names of
+those who authorized through us; other ids are looked up as Social OS
+profiles, concurrently, a few per view, all under one deadline, so a slow
+API costs a view a few seconds at most and the page says whose name it
+could not get. A profile that doesn't exist (404) is remembered as such.
+
+Webhooks are authentic (key + HMAC of the raw body), recent (``time_ms``
+within 300 s, as Pusher's own libraries require), bounded (at most
+``MAX_WEBHOOK_EVENTS`` events) and applied once (a redelivered body is
+answered 200 and not applied again).
+"""
+
+import hashlib
+import json
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_futures
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import cherrypy
+
+from socialos_app.ops.logs import security_event
+from socialos_app.storage import StoreUnavailable
+from socialos_app.upstream.errors import NotFound, UpstreamError, UpstreamUnavailable, explain
+from socialos_app.upstream.pusher import WebhookError, valid_presence_channel, valid_private_channel, valid_socket_id
+from socialos_app.web import assets
+from socialos_app.web.render import render
+
+__all__ = ["MAX_PROFILE_LOOKUPS", "MAX_WEBHOOK_EVENTS", "WEBHOOK_WINDOW_MS", "Live", "PresencePages",
+           "PusherEndpoints", "live_config"]
+
+MAX_PROFILE_LOOKUPS = 10     # names we don't know yet, fetched per page view at most
+LOOKUP_DEADLINE = 4.0        # seconds all of one view's lookups may take together
+PAGE_BUDGET = 6.0            # ... and the whole view, Pusher's calls included, give or take
+MAX_CHANNELS_LISTED = 50
+MAX_WEBHOOK_EVENTS = 100     # per webhook body; Pusher batches far fewer
+WEBHOOK_WINDOW_MS = 300_000  # Pusher's libraries refuse webhooks older (or newer) than this
+RETRY_AFTER = "5"
+
+class _Lookups:
+    """A small pool of daemon threads for the page's upstream calls, returning Futures.
+
+    Not a ThreadPoolExecutor: its threads are not daemons, and CherryPy's exit
+    waits for every non-daemon thread, so an idle pool would hold up every stop.
+    Each call is bounded by the upstream timeout, so a slow upstream can't pile them up.
+    """
+
+    def __init__(self, size):
+        self.size, self.jobs, self.lock, self.threads = size, queue.SimpleQueue(), threading.Lock(), []
+
+    def submit(self, fn, *args):
+        with self.lock:
+            if not self.threads:
+                self.threads = [threading.Thread(target=self._work, name=f"presence-{i}", daemon=True)
+                                for i in range(self.size)]
+                for thread in self.threads:
+                    thread.start()
+        future = Future()
+        self.jobs.put((future, fn, args))
+        return future
+
+    def _work(self):
+        while True:
+            future, fn, args = self.jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # the view gave up on it before it started
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the view through the future
+                future.set_exception(exc)
+
+
+_pool = _Lookups(16)
+
+
+def _json(status, payload, retry_after=None):
+    response = cherrypy.serving.response
+    response.status = status
+    response.headers["Content-Type"] = "application/json"
+    if retry_after:
+        response.headers["Retry-After"] = retry_after
+    return json.dumps(payload).encode()
+
+
+# -- live updates: where the browser gets pusher-js and which websocket it opens ---------------
+@dataclass(frozen=True)
+class Live:
+    """What the page tells pusher-js, and what the CSP must allow for it."""
+
+    js_url: str
+    integrity: str   # SRI of the pinned pusher-js ('' for an operator's own PUSHER_JS_URL)
+    ws_host: str
+    ws_port: int
+    tls: bool
+
+    @property
+    def script_origin(self):
+        """The script's origin when it isn't this site's own, else None."""
+        parts = urlsplit(self.js_url)
+        return f"{parts.scheme}://{parts.netloc}" if parts.scheme else None
+
+    @property
+    def ws_origin(self):
+        scheme = "wss" if self.tls else "ws"
+        default = 443 if self.tls else 80
+        host = f"[{self.ws_host}]" if ":" in self.ws_host else self.ws_host
+        return f"{scheme}://{host}" + ("" if self.ws_port == default else f":{self.ws_port}")
+
+
+def live_config(settings):
+    """``(Live, "")`` when browsers can get live updates, else ``(None, how to get them)``.
+
+    pusher-js: PUSHER_JS_URL when set; else, for Pusher's own service, its
+    CDN copy of the pinned version; else (the sandbox or a self-hosted
+    Pusher) the pinned copy ``make install`` fetched into static/vendor.
+    The websocket: PUSHER_WS_HOST (host or host:port) when set, else the
+    Pusher host itself on its port; TLS unless PUSHER_SCHEME is http.
+    """
+    if not settings.pusher_configured:
+        return None, "Live updates need Pusher: set PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET."
+    pinned = assets.PUSHER_JS
+    if settings.pusher_js_url:
+        js_url = settings.pusher_js_url
+        integrity = pinned.sri if js_url in (pinned.cdn_url, assets.local_url(pinned)) else ""
+    elif settings.pusher_host:
+        js_url, integrity = assets.local_url(pinned), pinned.sri
+        if js_url is None:
+            return None, ("Live updates need the pinned pusher-js: run `make install` (it fetches it "
+                          "with npm), or set PUSHER_JS_URL. Until then, reload to see who joined or left.")
+    else:
+        js_url, integrity = pinned.cdn_url, pinned.sri
+
+    tls = settings.pusher_scheme != "http"
+    ws = settings.pusher_ws_host or settings.pusher_host or f"ws-{settings.pusher_cluster}.pusher.com"
+    host, port = ws, 0
+    if ws.count(":") == 1:
+        host, _, text = ws.partition(":")
+        port = int(text)
+    if not port:
+        port = settings.pusher_port if host == settings.pusher_host and settings.pusher_port else (
+            443 if tls else 80)
+    return Live(js_url, integrity, host, port, tls), ""
+
+
+# -- the page --------------------------------------------------------------------------------
+def _profile_name(api, directory, user_id):
+    """One lookup: the profile's name, None without one; NotFound when there is no profile.
+
+    Runs on the pool; a name found after the view gave up is still remembered for the next one.
+    """
+    profile = api.get("user", user_id)
+    name = profile.get("name") if isinstance(profile, dict) else None
+    if isinstance(name, str) and name:
+        try:
+            directory.remember(user_id, name)
+        except StoreUnavailable:
+            pass
+        return name
+    return None
+
+
+class PresencePages:
+    """``GET /presence?channel=presence-NAME``."""
+
+    def __init__(self, services):
+        self.services = services
+        self.live, self.no_live = live_config(services.settings)
+
+    def _names(self, user, ids, deadline):
+        """``({id: name}, [ids whose name we couldn't get], count not looked up this time)``."""
+        directory = self.services.members
+        try:
+            names, missing = directory.lookup(ids)
+        except StoreUnavailable:
+            names, missing = {}, set()
+        unknown = [i for i in ids if i not in names and i not in missing]
+        todo, later = unknown[:MAX_PROFILE_LOOKUPS], len(unknown[MAX_PROFILE_LOOKUPS:])
+        if not todo:
+            return names, [], later
+        api = user.api  # built here, on the request's thread; the calls themselves run on the pool
+        futures = {_pool.submit(_profile_name, api, directory, i): i for i in todo}
+        done, pending = wait_for_futures(futures, timeout=max(0.5, deadline - time.monotonic()))
+        failed, absent = [], []
+        for future in pending:
+            future.cancel()  # not started yet: never will be; running: finishes on its own
+            failed.append(futures[future])
+        for future in done:
+            user_id = futures[future]
+            try:
+                name = future.result()
+            except NotFound:
+                absent.append(user_id)
+                continue
+            except ValueError:  # an id that can't be a username: shown as it is
+                continue
+            except UpstreamError:
+                failed.append(user_id)
+                continue
+            if name:
+                names[user_id] = name
+        if absent:
+            try:
+                directory.remember_missing(absent)
+            except StoreUnavailable:
+                pass
+        return names, sorted(failed), later
+
+    @cherrypy.expose
+    def index(self, channel=None, **_ignored):
+        started = time.monotonic()
+        settings = self.services.settings
+        channel = settings.pusher_channel if channel is None else channel
+        if not isinstance(channel, str) or not valid_presence_channel(channel):
+            # The form again, with the mistake said beside the field (the hint shows the format).
+            cherrypy.serving.response.status = 400
+            typed = channel[:164] if isinstance(channel, str) else ""
+            return render("presence.html", title="Presence", channel=typed, members=[], channels=[],
+                          channel_error="A presence channel name starts with 'presence-' and uses only "
+                                        "letters, digits and _ - = @ , . ; (at most 164).",
+                          problem="", unnamed=[], later=0, last_known=False, live=None,
+                          no_live="", pusher_key="", pusher_cluster="")
+        user = cherrypy.serving.request.signed_in
+        pusher = self.services.pusher
+        members, channels, problem, status = [], [], "", 200
+        unnamed, later, last_known = [], 0, False
+        if pusher is None:
+            problem = "Pusher is not configured on this server (PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET)."
+        else:
+            # Both of Pusher's calls at once; each is bounded by the upstream timeout.
+            users_call = _pool.submit(pusher.channel_users, channel)
+            channels_call = _pool.submit(pusher.channels, "presence-", ("user_count",))
+            try:
+                ids = sorted(set(users_call.result()))
+            except UpstreamError as exc:
+                status = 504 if isinstance(exc, UpstreamUnavailable) else 502
+                problem = f"{explain(exc)} The member list can't be shown right now; reload in a moment."
+            else:
+                names, unnamed, later = self._names(user, ids, started + min(LOOKUP_DEADLINE, PAGE_BUDGET - 1.0))
+                members = [{"id": i, "name": names.get(i, "")} for i in ids]
+            if problem:
+                members, last_known = self._last_known(channel), True
+            try:
+                found = channels_call.result(timeout=max(0.1, started + PAGE_BUDGET - time.monotonic()))
+                channels = sorted((name, (info or {}).get("user_count")) for name, info in found.items()
+                                  if valid_presence_channel(name))[:MAX_CHANNELS_LISTED]
+            except Exception:  # noqa: BLE001 - the channel list is a nicety: the page goes on without it
+                channels = []
+        cherrypy.serving.response.status = status
+        return render("presence.html", title="Presence", channel=channel, members=members,
+                      channels=channels, problem=problem, unnamed=unnamed, later=later,
+                      last_known=last_known, live=self.live if pusher else None,
+                      no_live=self.no_live, pusher_key=settings.pusher_key,
+                      pusher_cluster=settings.pusher_cluster)
+
+    def _last_known(self, channel):
+        """Who Pusher's webhooks last said is in ``channel``: shown when Pusher can't be asked."""
+        try:
+            known = self.services.members.in_channel(channel)
+        except StoreUnavailable:
+            return []
+        return [{"id": i, "name": known[i]} for i in sorted(known)]
+
+
+# -- Pusher's calls to us ----------------------------------------------------------------------
+class PusherEndpoints:
+    """``POST /pusher/auth`` (pusher-js) and ``POST /pusher/webhook`` (Pusher)."""
+
+    def __init__(self, services):
+        self.services = services
+
+    @cherrypy.expose
+    def auth(self, socket_id=None, channel_name=None, **_ignored):
+        """Authorize the signed-in user into a private- or presence- channel."""
+        if cherrypy.serving.request.method != "POST":
+            cherrypy.serving.response.headers["Allow"] = "POST"
+            return _json(405, {"error": "POST only"})
+        user = cherrypy.serving.request.signed_in
+        if user is None:
+            return _json(403, {"error": "sign in first"})
+        pusher = self.services.pusher
+        if pusher is None:
+            return _json(503, {"error": "Pusher is not configured"})
+        if not isinstance(socket_id, str) or not valid_socket_id(socket_id):
+            return _json(400, {"error": "bad socket_id"})
+        if not isinstance(channel_name, str):
+            return _json(400, {"error": "bad channel_name"})
+        try:
+            if valid_presence_channel(channel_name):
+                self.services.members.remember(user.username, user.name)
+                body = pusher.authorize(socket_id, channel_name, user_id=user.username,
+                                        user_info={"name": user.name})
+            elif valid_private_channel(channel_name):
+                body = pusher.authorize(socket_id, channel_name)
+            else:
+                return _json(400, {"error": "only private- and presence- channels need authorization"})
+        except ValueError as exc:  # e.g. private-encrypted-: we hold no encryption master key
+            return _json(400, {"error": str(exc)})
+        except StoreUnavailable:
+            return _json(503, {"error": "the database is not answering; try again shortly"}, RETRY_AFTER)
+        return _json(200, body)
+
+    @cherrypy.expose
+    def webhook(self, **_ignored):
+        """Pusher's webhooks: authentic, recent, bounded, applied once."""
+        request = cherrypy.serving.request
+        if request.method != "POST":
+            cherrypy.serving.response.headers["Allow"] = "POST"
+            return _json(405, {"error": "POST only"})
+        pusher = self.services.pusher
+        if pusher is None:
+            return _json(503, {"error": "Pusher is not configured"})
+        body = request.body.read()
+        try:
+            payload = pusher.verify_webhook(request.headers.get("X-Pusher-Key"),
+                                            request.headers.get("X-Pusher-Signature"), body)
+        except WebhookError as exc:
+            security_event("webhook_refused", reason=exc.message, status=exc.status, address=request.remote.ip)
+            return _json(exc.status, {"error": exc.message})
+        refused = _check_webhook(payload)
+        if refused:
+            status, reason = refused
+            security_event("webhook_refused", reason=reason, status=status, address=request.remote.ip)
+            return _json(status, {"error": reason})
+
+        directory = self.services.members
+        digest = hashlib.sha256(body).hexdigest()
+        try:
+            if not directory.claim_delivery(digest):
+                return _json(200, {"ok": True, "handled": 0, "duplicate": True})  # a redelivery: done already
+            handled = directory.apply(payload["events"])
+            directory.delivery_applied(digest)
+        except StoreUnavailable:
+            # Pusher retries a webhook that fails; by then the database may be back.
+            return _json(503, {"error": "the database is not answering; retry later"}, RETRY_AFTER)
+        return _json(200, {"ok": True, "handled": handled})
+
+
+def _check_webhook(payload):
+    """``(status, reason)`` for an authentic body that must still be refused, else None."""
+    time_ms = payload.get("time_ms")
+    if isinstance(time_ms, bool) or not isinstance(time_ms, (int, float)):
+        return 400, "time_ms missing or not a number"
+    skew = time.time() * 1000 - time_ms
+    if abs(skew) > WEBHOOK_WINDOW_MS:
+        # Authentic but stale (or from the future): a replay, or a clock far off. Pusher's libraries refuse it too.
+        return 401, f"time_ms is {abs(skew) / 1000:.0f} s from now; webhooks older than " \
+                    f"{WEBHOOK_WINDOW_MS // 1000} s are refused"
+    if len(payload["events"]) > MAX_WEBHOOK_EVENTS:
+        return 413, f"{len(payload['events'])} events in one webhook; at most {MAX_WEBHOOK_EVENTS} are accepted"
+    return None

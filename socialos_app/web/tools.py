@@ -1,0 +1,280 @@
+"""CherryPy tools run on every request: session resolution, error
+translation, CSRF checks and security headers, plus the cookie helpers they
+share.
+
+Switched on for the whole app in config (``tools.socialos_session.on``);
+objects such as the session engine reach them as tool arguments.
+"""
+
+import re
+import secrets
+from functools import cached_property
+from urllib.parse import quote, urlencode
+
+import cherrypy
+
+from socialos_app.ops import metrics
+from socialos_app.ops.logs import security_event
+from socialos_app.storage import StoreUnavailable
+from socialos_app.upstream.errors import Unauthorized, UpstreamError, UpstreamUnavailable, explain
+
+__all__ = ["SignedIn", "set_cookie", "expire_cookie", "login_url", "DB_DOWN"]
+
+DB_DOWN = "The session database is not answering right now. Please try again in a few seconds."
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PRESESSION_COOKIE = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
+# Characters a Location may keep as they are; everything else is percent-encoded.
+_URL_SAFE = "/?#[]@!$&'()*+,;=%:~-._"
+
+
+class SignedIn:
+    """What a handler gets for a signed-in request: the user, and their API client.
+
+    The sealed upstream key is opened only when a page asks for it
+    (``api`` or ``credentials``), and lives no longer than the request.
+    """
+
+    def __init__(self, record, token, engine, socialos):
+        self.record = record
+        self.username = record.username
+        self.name = record.name or record.username
+        self.admin = record.admin
+        self.token = token
+        self._engine = engine
+        self._socialos = socialos
+
+    @cached_property
+    def credentials(self):
+        """The session's upstream API key (``Credentials``), or None if it won't open."""
+        return self._engine.credentials(self.token, self.record)
+
+    @cached_property
+    def api(self):
+        """The user's own authenticated Social OS client, built on first use."""
+        credentials = self.credentials
+        if credentials is None:
+            raise Unauthorized("the session's API key could not be opened", service="socialos")
+        return self._socialos.user(self.username, credentials.password)
+
+    def __repr__(self):
+        return f"SignedIn({self.username!r})"
+
+
+# -- cookies ---------------------------------------------------------------
+def set_cookie(name, value, secure, max_age=None):
+    """A cookie that scripts can't read and other sites can't send on POSTs."""
+    cookie = cherrypy.serving.response.cookie
+    cookie[name] = value
+    morsel = cookie[name]
+    morsel["path"] = "/"
+    morsel["httponly"] = True
+    morsel["samesite"] = "Lax"
+    if secure:
+        morsel["secure"] = True
+    if max_age is not None:
+        morsel["max-age"] = int(max_age)
+
+
+def expire_cookie(name, secure):
+    """Tell the browser to drop a cookie now."""
+    set_cookie(name, "", secure, max_age=0)
+    cherrypy.serving.response.cookie[name]["expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
+
+
+def login_url(next_path=None, reason=None):
+    """``/login`` with where to go next and why, both optional."""
+    query = {}
+    if next_path and next_path != "/":
+        query["next"] = next_path
+    if reason:
+        query["reason"] = reason
+    return "/login" + ("?" + urlencode(query) if query else "")
+
+
+def _here():
+    request = cherrypy.serving.request
+    path = quote(request.path_info, safe="/-_.~")
+    if request.method in ("GET", "HEAD") and request.query_string:
+        path += "?" + request.query_string
+    return path
+
+
+def _found(request):
+    """True when this path names one of the app's pages exactly.
+
+    CherryPy's dispatcher also hands ``/dashboard/extra`` to ``dashboard``
+    (with ``extra`` as an argument) and ``/login/`` to ``login``; those are
+    other addresses, and other addresses are 404s for everyone.
+    """
+    handler = request.handler
+    if handler is None or isinstance(handler, cherrypy.NotFound):
+        return False
+    if request.path_info != "/" and request.path_info.endswith("/"):
+        return False
+    return not getattr(handler, "args", ())
+
+
+def known_paths():
+    """Before the handler (first): unknown addresses are a 404, signed in or not."""
+    request = cherrypy.serving.request
+    if request.handler is not None and not _found(request):
+        raise cherrypy.NotFound()
+
+
+# -- the session tool --------------------------------------------------------
+def resolve_session(engine, socialos, cookie_name, secure, required=True):
+    """Before the handler: cookie → session → ``request.signed_in``.
+
+    Signed-out requests to pages that need a session are sent to sign in,
+    with the page they wanted as ``next``; unknown paths stay 404s.
+    """
+    request = cherrypy.serving.request
+    request.signed_in = None
+    morsel = request.cookie.get(cookie_name)
+    token = morsel.value if morsel is not None else ""
+    if token:
+        try:
+            record = engine.resume(token)
+        except StoreUnavailable:
+            # A state-changing request (e.g. /pusher/auth) can't be served without it either.
+            if (required or request.method in STATE_CHANGING) and _found(request):
+                raise cherrypy.HTTPError(503, DB_DOWN) from None
+            record, token = None, ""  # public pages (the sign-in form) still render without the database
+        if record is not None:
+            request.signed_in = SignedIn(record, token, engine, socialos)
+        elif token:
+            expire_cookie(cookie_name, secure)  # stale or forged: drop it
+    if request.signed_in is None and required and _found(request):
+        # A cookie that no longer names a session: say so on the sign-in page.
+        raise cherrypy.HTTPRedirect(login_url(_here(), "ended" if token else None), 303)
+
+
+# -- upstream and database trouble → a clear answer -------------------------
+def translate_errors(engine, cookie_name, secure):
+    """Before the handler: wrap it so upstream and database errors become pages.
+
+    An upstream 401 from the Social OS API means the user's key is gone
+    (expired or revoked upstream): so is their session.
+    """
+    request = cherrypy.serving.request
+    if not _found(request):
+        return
+    handler = request.handler
+
+    def translated(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except Unauthorized as exc:
+            signed_in = request.signed_in
+            if signed_in is None or exc.service != "socialos":
+                raise cherrypy.HTTPError(502, explain(exc)) from None
+            try:
+                engine.end(signed_in.token)
+            except StoreUnavailable:
+                pass
+            expire_cookie(cookie_name, secure)
+            raise cherrypy.HTTPRedirect(login_url(_here(), "expired"), 303) from None
+        except UpstreamUnavailable as exc:
+            raise cherrypy.HTTPError(504, f"{explain(exc)} Please try again in a moment.") from None
+        except UpstreamError as exc:
+            raise cherrypy.HTTPError(502, f"{explain(exc)} Please try again in a moment.") from None
+        except StoreUnavailable:
+            raise cherrypy.HTTPError(503, DB_DOWN) from None
+
+    request.handler = translated
+
+
+# -- CSRF --------------------------------------------------------------------
+def check_csrf(keyring, presession_cookie_name, secure, issue_presession_cookie=False, soft=False):
+    """Before the handler: every state-changing request carries a valid token.
+
+    The only writer of CSRF tokens. Signed in, the token is bound to the
+    session's token; signed out (the sign-in form), to a random pre-session
+    cookie this tool issues where ``issue_presession_cookie`` is on. Either
+    way a page of another site can't know it. With ``soft`` (the sign-in form) a failure
+    sets ``request.csrf_failed`` for the page to answer with a fresh form
+    instead of raising.
+    """
+    request = cherrypy.serving.request
+    request.csrf_failed = False
+    signed_in = getattr(request, "signed_in", None)
+    if signed_in is not None:
+        binding = "session:" + signed_in.token
+    else:
+        morsel = request.cookie.get(presession_cookie_name)
+        value = morsel.value if morsel is not None else ""
+        binding = "login:" + value if PRESESSION_COOKIE.fullmatch(value or "") else ""
+    request.csrf_token = keyring.csrf_token(binding) if binding else ""
+
+    failed = False
+    if request.method in STATE_CHANGING:
+        given = request.params.pop("csrf_token", None) or request.headers.get("X-CSRF-Token")
+        if isinstance(given, list):
+            given = given[0]
+        failed = not binding or not keyring.check_csrf(binding, given)
+        if failed:
+            metrics.security("csrf_refused")
+            security_event("csrf_refused", path=request.path_info,
+                           signed_in="yes" if signed_in is not None else "no")
+    if signed_in is None and issue_presession_cookie and (failed or not binding):
+        value = secrets.token_urlsafe(32)  # a new pre-session cookie: a fresh form, a fresh token
+        set_cookie(presession_cookie_name, value, secure)
+        request.csrf_token = keyring.csrf_token("login:" + value)
+    if failed:
+        if not soft:
+            raise cherrypy.HTTPError(403, "This form has expired or did not come from this site. "
+                                          "Reload the page and try again.")
+        request.csrf_failed = True
+
+
+# -- headers -----------------------------------------------------------------
+def secure_headers(csp, no_store=True):
+    """Before finalize: CSP, no sniffing, no framing, no caching of dynamic
+    pages, and redirects that never name a host taken from the request."""
+    request, response = cherrypy.serving.request, cherrypy.serving.response
+    headers = response.headers
+    headers["Content-Security-Policy"] = csp
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers["X-Frame-Options"] = "DENY"
+    headers["Referrer-Policy"] = "same-origin"
+    headers["Cross-Origin-Opener-Policy"] = "same-origin"
+    if no_store:
+        # The back button after sign-out must not show a signed-in page from cache.
+        headers["Cache-Control"] = "no-store"
+        headers["Pragma"] = "no-cache"
+    location = headers.get("Location")
+    if location:
+        headers["Location"] = relative_location(location, request.base)
+
+
+def relative_location(location, base):
+    """A Location on this site as a path: CherryPy makes it absolute from the
+    Host header, which a client chooses. Non-ASCII is percent-encoded."""
+    if base and location.startswith(base + "/"):
+        location = location[len(base):]
+    return quote(location, safe=_URL_SAFE)
+
+
+def head_as_get():
+    """Before the handler: a HEAD request runs the GET page (CherryPy drops the body).
+
+    Handlers then only ever tell GET from POST, and uptime monitors that
+    send HEAD see what browsers see.
+    """
+    request = cherrypy.serving.request
+    if request.method == "HEAD":
+        request.method = "GET"
+        request.hooks.attach("on_end_resource", _back_to_head, priority=0)
+
+
+def _back_to_head():
+    cherrypy.serving.request.method = "HEAD"
+
+
+cherrypy.tools.head_as_get = cherrypy.Tool("before_handler", head_as_get, priority=20)
+# After the session tool, so a signed-in 404 page still offers the way back to the dashboard.
+cherrypy.tools.known_paths = cherrypy.Tool("before_handler", known_paths, priority=45)
+cherrypy.tools.socialos_session = cherrypy.Tool("before_handler", resolve_session, priority=40)
+cherrypy.tools.csrf = cherrypy.Tool("before_handler", check_csrf, priority=60)
+cherrypy.tools.upstream_errors = cherrypy.Tool("before_handler", translate_errors, priority=70)
+cherrypy.tools.secure_headers = cherrypy.Tool("before_finalize", secure_headers, priority=60)

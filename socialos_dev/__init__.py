@@ -1,0 +1,1 @@
+"""Development-only code, outside the production package: the sandboxes and embedded mode."""
