@@ -12,6 +12,6 @@ __all__ = ["root"]
 _PACKAGE = Path(__file__).resolve().parent
 
 
-def root():
+def root() -> Path:
     """The folder that holds ``templates/``, ``static/`` and ``conf/``."""
     return _PACKAGE if (_PACKAGE / "templates").is_dir() else _PACKAGE.parent

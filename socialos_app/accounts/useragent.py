@@ -38,7 +38,7 @@ _SYSTEMS = (
 )
 
 
-def browser_of(user_agent):
+def browser_of(user_agent: str) -> str:
     """The browser's everyday name, or "" when the header doesn't say."""
     for name, pattern in _BROWSERS:
         if pattern.search(user_agent):
@@ -46,7 +46,7 @@ def browser_of(user_agent):
     return ""
 
 
-def system_of(user_agent):
+def system_of(user_agent: str) -> str:
     """The operating system or device family, or ""."""
     for name, pattern in _SYSTEMS:
         if pattern.search(user_agent):
@@ -54,7 +54,7 @@ def system_of(user_agent):
     return ""
 
 
-def describe(user_agent):
+def describe(user_agent: object) -> str:
     """A short label for a device: "Chrome on Linux", "Firefox", "Unknown browser on Windows".
 
     A header we can't read at all is shown as it is, shortened: it is the

@@ -34,7 +34,7 @@ class Asset:
     cdn_url: str = ""  # the same file on its publisher's CDN ('' when there is none we use)
 
     @property
-    def filename(self):
+    def filename(self) -> str:
         """Where it lives under ``static/vendor`` (the version in the name: no stale caches)."""
         return f"{self.package}-{self.version}/{Path(self.member).name}"
 
@@ -54,11 +54,11 @@ PINNED = {
 }
 
 
-def local_path(asset):
+def local_path(asset: Asset) -> Path:
     """The fetched file on disk (it may not exist: ``make install`` fetches it)."""
     return VENDOR_DIR / asset.filename
 
 
-def local_url(asset):
+def local_url(asset: Asset) -> str | None:
     """The path the app serves the fetched file at, or None when it hasn't been fetched."""
     return f"/static/vendor/{asset.filename}" if local_path(asset).is_file() else None
