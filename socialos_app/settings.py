@@ -2,10 +2,16 @@
 
 Precedence is flags > environment (or a secret's ``_FILE``) > ``conf/``
 files > defaults. The defaults are written once, on :class:`Settings`; the
-loader's table (:data:`VARIABLES`) only says which variable sets which field
-and how its text is read. With no ``MONGODB_URI`` the app runs in *embedded
-mode*: a local database and the sandboxes on loopback, with a server secret
-kept under DATA_DIR. Outside it every secret and upstream URL must be given.
+table :data:`VARIABLES` says, one line per setting, which variable sets which
+field, how its text is read and whether it is a secret. Everything else comes
+from that line: every variable is read by one path (``load``), a secret may
+come from ``NAME_FILE``, is masked by :meth:`Settings.masked` and
+:func:`report` and is scrubbed from the logs (:func:`secret_literals`), and
+``--check-config`` lists it and hints at near misses (:func:`unknown_variables`).
+
+With no ``MONGODB_URI`` the app runs in *embedded mode*: a local database and
+the sandboxes on loopback, with a server secret kept under DATA_DIR. Outside it
+every secret and upstream URL must be given.
 
 Every bad setting is collected and reported at once, by its variable name,
 in one :class:`SettingsError`; nothing here writes a file unless asked to
@@ -14,25 +20,29 @@ in one :class:`SettingsError`; nothing here writes a file unless asked to
 
 import base64
 import binascii
+import difflib
 import ipaddress
 import os
 import re
 import secrets
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, NamedTuple, cast
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["DEMO_PUSHER", "SANDBOX_ADMIN", "Settings", "SettingsError", "VARIABLES", "decode_key", "load",
-           "mask_uri", "report"]
+__all__ = ["DEMO_PUSHER", "SANDBOX_ADMIN", "SECRETS", "Choice", "IntRange", "Seconds", "Settings", "SettingsError",
+           "VARIABLES", "Variable", "decode_key", "load", "mask_uri", "report", "secret_literals",
+           "unknown_variables"]
 
 # Embedded mode's Pusher app, shared with the sandbox. The id is numeric because
 # Pusher's own server libraries refuse anything else.
 DEMO_PUSHER = {"PUSHER_APP_ID": "100001", "PUSHER_KEY": "demo-key", "PUSHER_SECRET": "demo-secret"}
 SANDBOX_ADMIN = ("admin", "admin")
-# Secrets: masked when shown, and each may be read from the file named by NAME_FILE.
-SECRETS = ("SECURE_KEY", "SECURE_KEY_PREVIOUS", "SOCIALOS_ADMIN_PASSWORD", "PUSHER_SECRET", "MONGODB_URI")
+# What embedded mode supplies itself and every other deployment must give.
 REQUIRED_OUTSIDE_EMBEDDED = ("SECURE_KEY", "SOCIALOS_API_URL", "SOCIALOS_ADMIN_URL", "SOCIALOS_ADMIN_USER",
                              "SOCIALOS_ADMIN_PASSWORD", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET")
+_MAKE_KEY = 'python -c "import secrets; print(secrets.token_hex(32))"'
 
 
 class SettingsError(ValueError):
@@ -42,10 +52,10 @@ class SettingsError(ValueError):
     variable, so ``str()`` is one line an operator can act on.
     """
 
-    def __init__(self, problems):
+    def __init__(self, problems: str | Iterable[tuple[str, str]]) -> None:
         if isinstance(problems, str):
             problems = [("", problems)]
-        self.problems = list(problems)
+        self.problems: list[tuple[str, str]] = list(problems)
         super().__init__("; ".join(message for _, message in self.problems))
 
 
@@ -57,7 +67,7 @@ class Settings:
     port: int = 8080
     mongodb_uri: str | None = None
     secure_key: bytes = b""
-    secure_key_previous: tuple = ()
+    secure_key_previous: tuple[bytes, ...] = ()
     api_url: str = ""
     admin_url: str = ""
     admin_user: str = ""
@@ -105,82 +115,109 @@ class Settings:
     # The largest upstream answer read, in bytes; a bigger one is refused.
     upstream_max_bytes: int = 4 * 1024 * 1024
     # Where each value came from, by field: (variable, "flag"|"env"|"file"|"conf"|"default"|"embedded").
-    origins: dict = field(default_factory=dict, compare=False, repr=False)
+    origins: dict[str, tuple[str, str]] = field(default_factory=dict, compare=False, repr=False)
 
     @property
-    def embedded(self):
+    def embedded(self) -> bool:
         """True when the app brings its own database and sandboxes."""
         return self.mongodb_uri is None
 
     @property
-    def database_uri(self):
+    def database_uri(self) -> str:
         """The MongoDB URI in force (embedded mode points at the local server)."""
         if self.mongodb_uri:
             return self.mongodb_uri
         return f"mongodb://127.0.0.1:{self.embedded_db_port}/socialos?directConnection=true"
 
     @property
-    def cookie_name(self):
+    def cookie_name(self) -> str:
         """``__Host-session`` over HTTPS: no subdomain or path can plant or shadow it."""
         return "__Host-session" if self.cookie_secure else "session"
 
     @property
-    def pusher_configured(self):
+    def pusher_configured(self) -> bool:
+        """True when a Pusher app (id, key and secret) is configured."""
         return bool(self.pusher_app_id and self.pusher_key and self.pusher_secret)
 
     @property
-    def pusher_base_url(self):
+    def pusher_base_url(self) -> str:
         """Pusher's HTTP API: ``api-CLUSTER.pusher.com`` unless a host is given."""
         if self.pusher_host:
             port = f":{self.pusher_port}" if self.pusher_port else ""
             return f"{self.pusher_scheme}://{self.pusher_host}{port}"
         return f"https://api-{self.pusher_cluster}.pusher.com"
 
-    def masked(self):
+    def masked(self) -> dict[str, object]:
         """The settings as printable ``{field: value}``, secrets shown only as set/unset
-        (a MongoDB URI with only its password masked)."""
-        out = {}
-        for f in fields(self):
-            if f.name == "origins":
-                continue
-            value = getattr(self, f.name)
-            variable = self.origins.get(f.name, ("", ""))[0]
-            if f.name == "mongodb_uri" and value:
-                value = mask_uri(value)
-            elif variable in SECRETS or f.name in ("secure_key", "secure_key_previous"):
-                value = "****" if value else "(unset)"
-            out[f.name] = value
+        (or as their variable's ``shown`` form: a MongoDB URI with only its password masked)."""
+        out: dict[str, object] = {}
+        for var in VARIABLES:
+            value = getattr(self, var.field)
+            if var.secret:
+                value = (var.shown(value) if var.shown else "****") if value else "(unset)"
+            out[var.field] = value
         return out
 
 
 # -- reading one value ----------------------------------------------------------------
-def decode_key(text, name="SECURE_KEY"):
-    """Decode a server secret given as hex or base64; at least 32 random bytes."""
+class _Bad(ValueError):
+    """A value that can't be used; the message reads after the variable's name."""
+
+
+def _key(text: str) -> bytes:
+    """A server secret as hex or base64, at least 32 random bytes; says how it read a text it refuses.
+
+    Text that is neither is refused rather than taken as raw bytes: a
+    passphrase is not random, and a key must mean one thing everywhere.
+    """
     text = text.strip()
-    raw = None
+    if not text:
+        raise _Bad(f"is too short: it is empty; need at least 32 random bytes (make one with: {_MAKE_KEY})")
+    raw, how = None, "hex"
     if len(text) % 2 == 0:
         try:
             raw = binascii.unhexlify(text)
         except (binascii.Error, ValueError):
             raw = None
     if raw is None:
+        how = "base64"
         try:
             padded = text + "=" * (-len(text) % 4)
             raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
         except (binascii.Error, ValueError):
-            raise SettingsError([(name, f"{name} must be hex or base64")]) from None
+            raise _Bad(f"must be hex or base64 (make one with: {_MAKE_KEY})") from None
     if len(raw) < 32:
-        raise SettingsError([(name, f"{name} is too short: {len(raw)} bytes, need at least 32")])
+        # Say how the text was read: a 42-character passphrase is 31 bytes only as base64.
+        raise _Bad(f"is too short: its {len(text)} characters read as {how} give {len(raw)} bytes; need at least "
+                   f"32 random bytes (make one with: {_MAKE_KEY})")
     if len(set(raw)) < 16:
-        raise SettingsError([(name, f"{name} is too weak: it does not look random")])
+        raise _Bad("is too weak: it does not look random")
     return raw
 
 
-class _Bad(ValueError):
-    """A value that can't be used; the message reads after the variable's name."""
+def decode_key(text: str, name: str = "SECURE_KEY") -> bytes:
+    """Decode a server secret given as hex or base64; at least 32 random bytes.
+
+    Raises :class:`SettingsError` naming ``name`` and saying how the text was read.
+    """
+    try:
+        return _key(text)
+    except _Bad as exc:
+        raise SettingsError([(name, f"{name} {exc}")]) from None
 
 
-def _flag(text):
+def _keys(text: str) -> tuple[bytes, ...]:
+    parts = [part for part in text.split(",") if part.strip()]
+    out = []
+    for number, part in enumerate(parts, 1):
+        try:
+            out.append(_key(part))
+        except _Bad as exc:
+            raise _Bad(f"key {number} of {len(parts)} {exc}" if len(parts) > 1 else str(exc)) from None
+    return tuple(out)
+
+
+def _flag(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -189,43 +226,57 @@ def _flag(text):
     raise _Bad(f"must be 1/0 or true/false, not {text!r}")
 
 
-def _int(low, high):
-    def parse(text):
+@dataclass(frozen=True)
+class IntRange:
+    """A whole number from ``low`` to ``high``."""
+
+    low: int
+    high: int
+
+    def __call__(self, text: str) -> int:
         try:
-            value = int(str(text).strip())
+            value = int(text.strip())
         except ValueError:
             raise _Bad(f"must be a whole number, not {text!r}") from None
-        if not low <= value <= high:
-            raise _Bad(f"must be between {low} and {high}, not {value}")
+        if not self.low <= value <= self.high:
+            raise _Bad(f"must be between {self.low} and {self.high}, not {value}")
         return value
-    return parse
 
 
-def _seconds(low, high):
-    def parse(text):
+@dataclass(frozen=True)
+class Seconds:
+    """A number of seconds from ``low`` to ``high`` (fractions allowed)."""
+
+    low: float
+    high: float
+
+    def __call__(self, text: str) -> float:
         try:
-            value = float(str(text).strip())
+            value = float(text.strip())
         except ValueError:
             raise _Bad(f"must be a number of seconds, not {text!r}") from None
-        if not low <= value <= high:  # also refuses nan
-            raise _Bad(f"must be between {low} and {high} seconds, not {value}")
+        if not self.low <= value <= self.high:  # also refuses nan
+            raise _Bad(f"must be between {self.low} and {self.high} seconds, not {value}")
         return value
-    return parse
 
 
-def _choice(*allowed, upper=False):
-    def parse(text):
-        value = text.strip().upper() if upper else text.strip().lower()
-        if value not in allowed:
-            raise _Bad(f"must be {', '.join(allowed[:-1])} or {allowed[-1]}, not {text!r}")
+class Choice:
+    """One of ``allowed`` (compared in lower case, or upper case with ``upper=True``)."""
+
+    def __init__(self, *allowed: str, upper: bool = False) -> None:
+        self.allowed, self.upper = allowed, upper
+
+    def __call__(self, text: str) -> str:
+        value = text.strip().upper() if self.upper else text.strip().lower()
+        if value not in self.allowed:
+            raise _Bad(f"must be {', '.join(self.allowed[:-1])} or {self.allowed[-1]}, not {text!r}")
         return value
-    return parse
 
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 
 
-def _is_hostname(text):
+def _is_hostname(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
         return True
@@ -235,14 +286,14 @@ def _is_hostname(text):
     return 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
 
 
-def _host(text):
+def _host(text: str) -> str:
     value = text.strip()
     if not _is_hostname(value):
         raise _Bad(f"must be a host name or IP address, not {text!r}")
     return value
 
 
-def _host_port(text):
+def _host_port(text: str) -> str:
     """``host`` or ``host:port`` (a websocket host for the browser)."""
     value = text.strip()
     host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
@@ -251,7 +302,7 @@ def _host_port(text):
     return value
 
 
-def _url(text):
+def _url(text: str) -> str:
     value = text.strip()
     try:
         parts = urlsplit(value)
@@ -263,7 +314,7 @@ def _url(text):
     return value
 
 
-def _channel(text):
+def _channel(text: str) -> str:
     # Pusher's channel-name alphabet and length; /presence shows presence channels only.
     value = text.strip()
     if not (value.startswith("presence-") and re.fullmatch(r"[A-Za-z0-9_\-=@,.;]{10,164}", value)):
@@ -271,15 +322,11 @@ def _channel(text):
     return value
 
 
-def _text(text):
+def _text(text: str) -> str:
     return text.strip()
 
 
-def _keys(text):
-    return tuple(decode_key(part, "SECURE_KEY_PREVIOUS") for part in text.split(",") if part.strip())
-
-
-def mask_uri(uri):
+def mask_uri(uri: str) -> str:
     """``uri`` with only its password replaced by ``****`` (user, hosts and options kept).
 
     Splits as pymongo does: the host part ends at the first ``/`` or ``?``,
@@ -296,12 +343,23 @@ def mask_uri(uri):
     return f"{scheme}://{user}{':****' if colon else ''}@{rest[len(userinfo) + 1:]}"
 
 
-def _uri_password(uri):
+def _uri_password(uri: str) -> str:
     host_part = re.split(r"[/?]", uri.partition("://")[2], maxsplit=1)[0]
     return host_part.rpartition("@")[0].partition(":")[2] if "@" in host_part else ""
 
 
-def _mongodb_uri(text):
+def _uri_secrets(uri: str) -> list[str]:
+    """A URI's password as it is written and as it is meant (percent-decoded)."""
+    password = _uri_password(uri)
+    return sorted({password, unquote(password)} - {""})
+
+
+# pymongo's hint points at its docstring, which an operator reading this line doesn't have.
+_CAMELCASE_HINT = re.compile(r"\s*or maybe a camelCase version of one\?")
+_DOCSTRING_HINT = re.compile(r"\s*Refer to docstring\.?")
+
+
+def _mongodb_uri(text: str) -> str:
     """Checked by the driver's own parser; its message never carries the password."""
     value = text.strip()
     from pymongo.errors import PyMongoError
@@ -310,146 +368,171 @@ def _mongodb_uri(text):
         parse_uri(value, connect_timeout=5)
     except (PyMongoError, ValueError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        password = _uri_password(value)
-        for secret in {password, unquote(password)} - {""}:
+        message = _DOCSTRING_HINT.sub("", _CAMELCASE_HINT.sub("?", message))
+        for secret in _uri_secrets(value):
             message = message.replace(secret, "****")
         raise _Bad(f"is not a usable MongoDB URI ({mask_uri(value)}): {message}") from None
     return value
 
 
+Parser = Callable[[str], object]
+
+
 @dataclass(frozen=True)
 class Variable:
-    """One setting as an operator writes it: its name, the field it sets, how its text is read."""
+    """One setting as an operator writes it: its name, the field it sets, how its text is read.
+
+    The field's default is the default (on :class:`Settings`). A ``secret`` may
+    come from ``NAME_FILE``, is masked wherever settings are shown, and is
+    scrubbed from every log line; ``shown`` and ``literals`` override how (for
+    a value of which only a part is secret, such as a URI's password).
+    """
 
     name: str
     field: str
-    parse: object = _text
+    parse: Parser = _text
+    secret: bool = False
     conf: str = ""      # the conf/server.conf key that may set it too
     flag: str = ""      # the command-line flag that may set it too
+    shown: Callable[[Any], str] | None = None          # a secret's printable form
+    literals: Callable[[Any], list[str]] | None = None  # the parts of a secret's value to scrub
 
 
-VARIABLES = (
+VARIABLES: tuple[Variable, ...] = (
     Variable("HOST", "host", _host, conf="server.socket_host", flag="host"),
-    Variable("PORT", "port", _int(0, 65535), conf="server.socket_port", flag="port"),
-    Variable("MONGODB_URI", "mongodb_uri", _mongodb_uri),
-    Variable("SECURE_KEY", "secure_key", decode_key),
-    Variable("SECURE_KEY_PREVIOUS", "secure_key_previous", _keys),
+    Variable("PORT", "port", IntRange(0, 65535), conf="server.socket_port", flag="port"),
+    Variable("MONGODB_URI", "mongodb_uri", _mongodb_uri, secret=True, shown=mask_uri, literals=_uri_secrets),
+    Variable("SECURE_KEY", "secure_key", _key, secret=True),
+    Variable("SECURE_KEY_PREVIOUS", "secure_key_previous", _keys, secret=True),
     Variable("SOCIALOS_API_URL", "api_url", _url),
     Variable("SOCIALOS_ADMIN_URL", "admin_url", _url),
     Variable("SOCIALOS_ADMIN_USER", "admin_user"),
-    Variable("SOCIALOS_ADMIN_PASSWORD", "admin_password"),
-    Variable("SESSION_TTL", "session_ttl", _int(60, 30 * 86400)),
-    Variable("SESSION_MAX_AGE", "session_max_age", _int(60, 365 * 86400)),
-    Variable("SESSION_CACHE_SIZE", "session_cache_size", _int(0, 10_000_000)),
+    Variable("SOCIALOS_ADMIN_PASSWORD", "admin_password", secret=True),
+    Variable("SESSION_TTL", "session_ttl", IntRange(60, 30 * 86400)),
+    Variable("SESSION_MAX_AGE", "session_max_age", IntRange(60, 365 * 86400)),
+    Variable("SESSION_CACHE_SIZE", "session_cache_size", IntRange(0, 10_000_000)),
     Variable("COOKIE_SECURE", "cookie_secure", _flag),
     Variable("PUSHER_APP_ID", "pusher_app_id"),
     Variable("PUSHER_KEY", "pusher_key"),
-    Variable("PUSHER_SECRET", "pusher_secret"),
+    Variable("PUSHER_SECRET", "pusher_secret", secret=True),
     Variable("PUSHER_CLUSTER", "pusher_cluster", _host),
     Variable("PUSHER_HOST", "pusher_host", _host),
-    Variable("PUSHER_PORT", "pusher_port", _int(0, 65535)),
-    Variable("PUSHER_SCHEME", "pusher_scheme", _choice("http", "https")),
+    Variable("PUSHER_PORT", "pusher_port", IntRange(0, 65535)),
+    Variable("PUSHER_SCHEME", "pusher_scheme", Choice("http", "https")),
     Variable("PUSHER_CHANNEL", "pusher_channel", _channel),
     Variable("PUSHER_JS_URL", "pusher_js_url", _url),
     Variable("PUSHER_WS_HOST", "pusher_ws_host", _host_port),
     Variable("DATA_DIR", "data_dir"),
-    Variable("SANDBOX_API_PORT", "sandbox_api_port", _int(1, 65535)),
-    Variable("SANDBOX_PUSHER_PORT", "sandbox_pusher_port", _int(1, 65535)),
-    Variable("EMBEDDED_DB_PORT", "embedded_db_port", _int(1, 65535)),
-    Variable("LOG_LEVEL", "log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True)),
-    Variable("LOG_FORMAT", "log_format", _choice("text", "json")),
-    Variable("UPSTREAM_CONNECT_TIMEOUT", "upstream_connect_timeout", _seconds(0.1, 60)),
-    Variable("UPSTREAM_READ_TIMEOUT", "upstream_read_timeout", _seconds(0.1, 300)),
+    Variable("SANDBOX_API_PORT", "sandbox_api_port", IntRange(1, 65535)),
+    Variable("SANDBOX_PUSHER_PORT", "sandbox_pusher_port", IntRange(1, 65535)),
+    Variable("EMBEDDED_DB_PORT", "embedded_db_port", IntRange(1, 65535)),
+    Variable("LOG_LEVEL", "log_level", Choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True)),
+    Variable("LOG_FORMAT", "log_format", Choice("text", "json")),
+    Variable("UPSTREAM_CONNECT_TIMEOUT", "upstream_connect_timeout", Seconds(0.1, 60)),
+    Variable("UPSTREAM_READ_TIMEOUT", "upstream_read_timeout", Seconds(0.1, 300)),
     Variable("TRUSTED_PROXY", "trusted_proxy", _flag),
-    Variable("LOGIN_MAX_FAILURES", "login_max_failures", _int(1, 1000)),
-    Variable("SESSION_STORE", "session_store", _choice("mongodb", "memory")),
-    Variable("SESSION_FRESH", "session_fresh", _int(1, 7 * 86400)),
-    Variable("ACTIVITY_DAYS", "activity_days", _int(1, 3650)),
-    Variable("MAX_SESSIONS_PER_USER", "max_sessions_per_user", _int(0, 100_000)),
-    Variable("SHUTDOWN_DRAIN", "shutdown_drain", _seconds(0, 300)),
-    Variable("UPSTREAM_MAX_BYTES", "upstream_max_bytes", _int(1024, 1 << 30)),
+    Variable("DB_TIMEOUT_MS", "db_timeout_ms", IntRange(100, 60_000)),
+    Variable("LOGIN_MAX_FAILURES", "login_max_failures", IntRange(1, 1000)),
+    Variable("SESSION_STORE", "session_store", Choice("mongodb", "memory")),
+    Variable("SESSION_FRESH", "session_fresh", IntRange(1, 7 * 86400)),
+    Variable("ACTIVITY_DAYS", "activity_days", IntRange(1, 3650)),
+    Variable("MAX_SESSIONS_PER_USER", "max_sessions_per_user", IntRange(0, 100_000)),
+    Variable("SHUTDOWN_DRAIN", "shutdown_drain", Seconds(0, 300)),
+    Variable("UPSTREAM_MAX_BYTES", "upstream_max_bytes", IntRange(1024, 1 << 30)),
     # Server knobs that live in conf/server.conf only.
-    Variable("server.thread_pool", "thread_pool", _int(1, 1024), conf="server.thread_pool"),
-    Variable("server.max_request_body_size", "max_body_bytes", _int(1024, 1 << 30),
+    Variable("server.thread_pool", "thread_pool", IntRange(1, 1024), conf="server.thread_pool"),
+    Variable("server.max_request_body_size", "max_body_bytes", IntRange(1024, 1 << 30),
              conf="server.max_request_body_size"),
 )
+# Secrets, by variable: each may be read from NAME_FILE, is masked and scrubbed.
+SECRETS: tuple[str, ...] = tuple(v.name for v in VARIABLES if v.secret)
 _BY_NAME = {v.name: v for v in VARIABLES}
-_DEFAULTS = {f.name: f.default for f in fields(Settings) if f.name != "origins"}
+_DEFAULTS: dict[str, object] = {f.name: f.default for f in fields(Settings) if f.name != "origins"}
 
 
 # -- resolving all of them ------------------------------------------------------------
+class _Found(NamedTuple):
+    text: str
+    origin: str  # "flag", "env", "file" or "conf"
+    label: str   # how a problem with this text names it: the variable, or its _FILE and the path
+
+
 class _Reader:
-    """Finds each variable's text and remembers where it came from and what was wrong."""
+    """Reads every variable by one path: finds its text, parses it, remembers where it came from."""
 
-    def __init__(self, env, conf, flags):
+    def __init__(self, env: Mapping[str, str], conf: Mapping[str, object], flags: Mapping[str, object]) -> None:
         self.env, self.conf, self.flags = env, conf, flags
-        self.problems = []
-        self.values, self.origins = {}, {}
-        self._raw = {}
+        self.problems: list[tuple[str, str]] = []
+        self.values: dict[str, object] = {}
+        self.origins: dict[str, tuple[str, str]] = {}
+        self._found: dict[str, _Found | None] = {}
 
-    def problem(self, name, message):
+    def problem(self, name: str, message: str) -> None:
         self.problems.append((name, message))
 
-    def raw(self, var):
-        """``(text, origin)`` of a variable, or ``(None, None)`` when nothing sets it (asked once)."""
-        if var.name not in self._raw:
-            self._raw[var.name] = self._find(var)
-        return self._raw[var.name]
+    def has_problem(self, name: str) -> bool:
+        return any(problem[0] == name for problem in self.problems)
 
-    def _find(self, var):
+    def found(self, var: Variable) -> _Found | None:
+        """The variable's text and origin, or None when nothing sets it (looked up once)."""
+        if var.name not in self._found:
+            self._found[var.name] = self._find(var)
+        return self._found[var.name]
+
+    def _find(self, var: Variable) -> _Found | None:
         if var.flag and self.flags.get(var.flag) is not None:
-            return str(self.flags[var.flag]), "flag"
-        if var.name in SECRETS:
+            return _Found(str(self.flags[var.flag]), "flag", var.name)
+        if var.secret:
             value, file_name = self.env.get(var.name) or "", self.env.get(var.name + "_FILE") or ""
             if value and file_name:
                 self.problem(var.name, f"{var.name} and {var.name}_FILE are both set: keep one")
-                return None, None
+                return None
             if file_name:
                 try:
                     text = Path(file_name).read_text(encoding="utf-8")
                 except (OSError, UnicodeError) as exc:
                     self.problem(var.name, f"{var.name}_FILE can't be read: {getattr(exc, 'strerror', None) or exc}")
-                    return None, None
+                    return None
                 text = text.rstrip("\r\n")  # as editors and `echo` leave it
                 if not text:
                     self.problem(var.name, f"{var.name}_FILE names an empty file")
-                    return None, None
-                return text, "file"
-        value = self.env.get(var.name)
-        if value:  # an empty variable counts as unset, as in Compose files
-            return value, "env"
+                    return None
+                return _Found(text, "file", f"{var.name}_FILE ({file_name})")
+        in_env = self.env.get(var.name)
+        if in_env:  # an empty variable counts as unset, as in Compose files
+            return _Found(in_env, "env", var.name)
         if var.conf and self.conf.get(var.conf) is not None:
-            return str(self.conf[var.conf]), "conf"
-        return None, None
+            return _Found(str(self.conf[var.conf]), "conf", var.name)
+        return None
 
-    def read(self, name, default=None, origin="default"):
-        """Parse ``name`` into its field; ``default`` (else the field's default) when unset."""
-        var = _BY_NAME[name]
-        text, found = self.raw(var)
-        if text is None:
-            value = _DEFAULTS[var.field] if default is None else default
-            self.set(var, value, origin)
-            return value
+    def given(self, name: str) -> bool:
+        return self.found(_BY_NAME[name]) is not None
+
+    def read(self, var: Variable) -> None:
+        """Parse the variable into its field, or its field's default when nothing sets it."""
+        found = self.found(var)
+        if found is None:
+            self.set(var.name, _DEFAULTS[var.field], "default")
+            return
         try:
-            value = var.parse(text)
-        except SettingsError as exc:
-            self.problems.extend(exc.problems)
-            return None
+            value = var.parse(found.text)
         except _Bad as exc:
-            self.problem(name, f"{name} {exc}")
-            return None
-        self.set(var, value, found)
-        return value
+            self.problem(var.name, f"{found.label} {exc}")
+            return
+        self.set(var.name, value, found.origin)
 
-    def set(self, var, value, origin):
+    def set(self, name: str, value: object, origin: str) -> None:
+        var = _BY_NAME[name]
         self.values[var.field] = value
-        self.origins[var.field] = (var.name, origin)
+        self.origins[var.field] = (name, origin)
 
-    def given(self, name):
-        return self.raw(_BY_NAME[name])[0] is not None
+    def fallback(self, name: str, value: object, origin: str = "embedded") -> None:
+        """A mode's own default for a variable nobody set."""
+        if not self.given(name):
+            self.set(name, value, origin)
 
 
-def _embedded_key(data_dir, make):
+def _embedded_key(data_dir: str, make: bool) -> bytes:
     """Embedded mode's secret, kept under DATA_DIR (mode 0600); made only when ``make``."""
     path = Path(data_dir) / "secure_key"
     if not path.exists():
@@ -462,7 +545,8 @@ def _embedded_key(data_dir, make):
     return decode_key(path.read_text(), f"SECURE_KEY (in {path})")
 
 
-def load(environ=None, conf=None, flags=None, *, make_key=True):
+def load(environ: Mapping[str, str] | None = None, conf: Mapping[str, object] | None = None,
+         flags: Mapping[str, object] | None = None, *, make_key: bool = True) -> Settings:
     """Resolve every setting: ``flags`` over ``environ`` (or ``NAME_FILE``) over ``conf`` over defaults.
 
     ``conf`` is the ``[global]`` section of ``conf/server.conf`` (CherryPy names
@@ -473,70 +557,58 @@ def load(environ=None, conf=None, flags=None, *, make_key=True):
     """
     r = _Reader(dict(os.environ if environ is None else environ), conf or {},
                 {k: v for k, v in (flags or {}).items() if v is not None})
-    for var in VARIABLES:
-        if var.name not in ("SECURE_KEY", "COOKIE_SECURE") and not var.name.startswith(("SOCIALOS_", "PUSHER_")):
-            r.read(var.name)
-    uri = r.values.get("mongodb_uri")
-    embedded = uri is None and not r.given("MONGODB_URI")
+    for var in VARIABLES:  # every variable, one path; the rules below only fill in what nobody set
+        r.read(var)
+    values = r.values
+    embedded = not r.given("MONGODB_URI")
 
-    ttl, max_age = r.values.get("session_ttl"), r.values.get("session_max_age")
-    if ttl and max_age and max_age < ttl:
+    ttl, max_age = values.get("session_ttl"), values.get("session_max_age")
+    if isinstance(ttl, int) and isinstance(max_age, int) and max_age < ttl:
         r.problem("SESSION_MAX_AGE", f"SESSION_MAX_AGE ({max_age}) must be at least SESSION_TTL ({ttl})")
 
-    for name in ("PUSHER_CLUSTER", "PUSHER_PORT", "PUSHER_SCHEME", "PUSHER_CHANNEL", "PUSHER_JS_URL",
-                 "PUSHER_WS_HOST"):
-        r.read(name)
     if embedded:
-        sandbox = f"http://127.0.0.1:{r.values.get('sandbox_api_port') or 0}"
-        if r.given("SECURE_KEY"):
-            r.read("SECURE_KEY")
-        else:
+        sandbox = f"http://127.0.0.1:{values.get('sandbox_api_port') or 0}"
+        if not r.given("SECURE_KEY"):
             try:
-                key = _embedded_key(r.values.get("data_dir") or ".", make_key)
-                r.set(_BY_NAME["SECURE_KEY"], key, "embedded")
+                r.fallback("SECURE_KEY", _embedded_key(str(values.get("data_dir") or "."), make_key))
             except SettingsError as exc:
                 r.problems.extend(exc.problems)
-        r.read("SOCIALOS_API_URL", f"{sandbox}/api", "embedded")
-        r.read("SOCIALOS_ADMIN_URL", f"{sandbox}/admin", "embedded")
-        r.read("SOCIALOS_ADMIN_USER", SANDBOX_ADMIN[0], "embedded")
-        r.read("SOCIALOS_ADMIN_PASSWORD", SANDBOX_ADMIN[1], "embedded")
-        trio = ("PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET")
+        r.fallback("SOCIALOS_API_URL", f"{sandbox}/api")
+        r.fallback("SOCIALOS_ADMIN_URL", f"{sandbox}/admin")
+        r.fallback("SOCIALOS_ADMIN_USER", SANDBOX_ADMIN[0])
+        r.fallback("SOCIALOS_ADMIN_PASSWORD", SANDBOX_ADMIN[1])
         # The sandbox takes the operator's Pusher app only when all three are given.
-        own = all(r.given(name) for name in trio)
-        for name in trio:
-            r.read(name, None if own else DEMO_PUSHER[name], "env" if own else "embedded")
+        for name, value in DEMO_PUSHER.items():
+            r.fallback(name, value)
         if not r.given("PUSHER_HOST") and not r.given("PUSHER_CLUSTER"):
-            r.read("PUSHER_HOST", "127.0.0.1", "embedded")
-            r.set(_BY_NAME["PUSHER_PORT"], r.values.get("sandbox_pusher_port"), "embedded")
-            r.set(_BY_NAME["PUSHER_SCHEME"], "http", "embedded")
-        else:
-            r.read("PUSHER_HOST")
+            r.fallback("PUSHER_HOST", "127.0.0.1")
+            r.set("PUSHER_PORT", values.get("sandbox_pusher_port"), "embedded")
+            r.set("PUSHER_SCHEME", "http", "embedded")
     else:
         for name in REQUIRED_OUTSIDE_EMBEDDED:
-            if not r.given(name) and not any(p[0] == name for p in r.problems):
-                r.problem(name, f"{name} is required when MONGODB_URI is set")
-        for name in ("SECURE_KEY", "SOCIALOS_API_URL", "SOCIALOS_ADMIN_URL", "SOCIALOS_ADMIN_USER",
-                     "SOCIALOS_ADMIN_PASSWORD", "PUSHER_APP_ID", "PUSHER_KEY", "PUSHER_SECRET", "PUSHER_HOST"):
-            r.read(name)
+            if not r.given(name) and not r.has_problem(name):
+                either = f"{name} (or {name}_FILE)" if _BY_NAME[name].secret else name
+                r.problem(name, f"{either} is required when MONGODB_URI is set")
 
-    if not r.values.get("pusher_host"):
+    if not values.get("pusher_host"):
         # Pusher's own API: PUSHER_PORT and PUSHER_SCHEME only mean something with PUSHER_HOST.
-        r.set(_BY_NAME["PUSHER_PORT"], 0, "default")
-        r.set(_BY_NAME["PUSHER_SCHEME"], "https", "default")
-        if not r.values.get("pusher_ws_host") and r.values.get("pusher_cluster"):
-            r.set(_BY_NAME["PUSHER_WS_HOST"], f"ws-{r.values['pusher_cluster']}.pusher.com", "default")
+        r.set("PUSHER_PORT", 0, "default")
+        r.set("PUSHER_SCHEME", "https", "default")
+        if not values.get("pusher_ws_host") and values.get("pusher_cluster"):
+            r.set("PUSHER_WS_HOST", f"ws-{values['pusher_cluster']}.pusher.com", "default")
 
     # Secure cookies outside embedded mode; embedded mode is a local run over
     # plain http on whatever address it listens on (a VM, WSL, a LAN address).
-    r.read("COOKIE_SECURE", not embedded, "embedded" if embedded else "default")
+    r.fallback("COOKIE_SECURE", not embedded, "embedded" if embedded else "default")
 
     if r.problems:
         raise SettingsError(r.problems)
-    return Settings(**r.values, origins=r.origins)
+    # Each value was made by its field's own parser (or is its field's default).
+    return Settings(**cast(dict[str, Any], values), origins=r.origins)
 
 
 # -- showing them ---------------------------------------------------------------------
-def report(settings):
+def report(settings: Settings) -> list[str]:
     """``--check-config``'s lines: each variable, its value (secrets masked) and where it came from."""
     lines = [f"embedded mode: {'on (no MONGODB_URI)' if settings.embedded else 'off'}"]
     shown = settings.masked()
@@ -557,3 +629,67 @@ def report(settings):
             value = "(unset)"
         lines.append(f"{var.name:<28} = {value}  [{origin}]")
     return lines
+
+
+def _text_forms(value: object) -> list[str]:
+    """A secret value as it may appear in text."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, bytes):
+        if not value:
+            return []
+        b64 = base64.b64encode(value).decode()
+        return [value.hex(), value.hex().upper(), b64, b64.rstrip("="),
+                base64.urlsafe_b64encode(value).decode().rstrip("=")]
+    if isinstance(value, tuple):
+        return [text for item in value for text in _text_forms(item)]
+    return []
+
+
+def secret_literals(settings: Settings) -> list[str]:
+    """Every configured secret as it may appear in text, for the log scrubber: never logged, even by accident.
+
+    Embedded mode's demo credentials are published (the sandbox's), so they
+    are not secrets; a key embedded mode made is.
+    """
+    out: list[str] = []
+    for var in VARIABLES:
+        if not var.secret:
+            continue
+        value = getattr(settings, var.field)
+        if settings.origins.get(var.field, ("", ""))[1] == "embedded" and isinstance(value, str):
+            continue
+        if value:
+            out += var.literals(value) if var.literals else _text_forms(value)
+    return out
+
+
+# Names of other programs that come close to ours: compose-only variables of
+# .env.example (exported by `set -a; . ./.env`) and desktop sessions' own.
+_NOT_OURS = frozenset({"DEV_PORT", "PROXY_PORT", "SANDBOX_API_HOST_PORT", "SANDBOX_PUSHER_HOST_PORT", "APP_TAG",
+                       "APP_REPLICAS", "SESSION_MANAGER"})
+_OUR_PREFIXES = ("SOCIALOS_", "PUSHER_", "SESSION_")
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Warnings for variables that look like this app's but that it doesn't read (a typo is otherwise
+    silently ignored): any ``SOCIALOS_*``/``PUSHER_*``/``SESSION_*`` not in the table, and any name close
+    to one of the table's (their ``_FILE`` forms included), each with its nearest name."""
+    env = os.environ if environ is None else environ
+    names = [v.name for v in VARIABLES if "." not in v.name]
+    known = names + [f"{name}_FILE" for name in SECRETS]
+    out = []
+    for name in sorted(env):
+        if name in known or name in _NOT_OURS:
+            continue
+        upper = name.upper()
+        if upper.endswith("_FILE") and upper[:-5] in names:
+            out.append(f"{name} is not read: only secrets ({', '.join(SECRETS)}) can come from a file; "
+                       f"set {upper[:-5]} itself")
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.8)
+        if close:
+            out.append(f"{name} is not a setting of this app; did you mean {close[0]}?")
+        elif upper.startswith(_OUR_PREFIXES):
+            out.append(f"{name} is not a setting of this app (--check-config lists them all)")
+    return out
