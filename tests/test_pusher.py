@@ -23,14 +23,13 @@ from hypothesis import strategies as st
 from socialos_app.settings import DEMO_PUSHER, Settings
 from socialos_app.upstream import pusher as ours
 from socialos_app.upstream.errors import (
-    BadRequest,
     Forbidden,
     NotFound,
-    PayloadTooLarge,
     Unauthorized,
     UpstreamError,
     UpstreamUnavailable,
 )
+from socialos_app.upstream.pusher import BadRequest, PayloadTooLarge
 from socialos_app.upstream.transport import Transport
 from support import Sandbox, free_port
 
@@ -573,6 +572,9 @@ def test_webhook_good():
     (KEY, webhook(b"\xff\xfe garbage"), b"\xff\xfe garbage", 400),  # authentic but unreadable
     (KEY, webhook(b"[1, 2]"), b"[1, 2]", 400),
     (KEY, webhook(b'{"time_ms": 1}'), b'{"time_ms": 1}', 400),
+    # NaN and Infinity are not JSON; taken as numbers, NaN would pass any time-window comparison.
+    (KEY, webhook(b'{"time_ms": NaN, "events": []}'), b'{"time_ms": NaN, "events": []}', 400),
+    (KEY, webhook(b'{"time_ms": -Infinity, "events": []}'), b'{"time_ms": -Infinity, "events": []}', 400),
 ])
 def test_webhook_refused(key, signature, body, status):
     if key == KEY and body == WEBHOOK:  # a refused signature must really be a wrong one
@@ -582,3 +584,13 @@ def test_webhook_refused(key, signature, body, status):
         client.verify_webhook(key, signature, body)
     assert caught.value.status == status
     assert SECRET not in str(caught.value)
+
+
+def test_webhook_text_is_cleaned_where_it_enters():
+    body = json.dumps({"time_ms": int(time.time() * 1000),
+                       "events": [{"name": "member_added", "channel": "presence-lobby",
+                                   "user_id": "ad\ud800a\x1b[31m"}]}).encode()
+    payload = ours.Pusher(APP, KEY, SECRET, "http://127.0.0.1:9").verify_webhook(KEY, webhook(body), body)
+    user_id = payload["events"][0]["user_id"]
+    assert user_id == "ad\ufffda\ufffd[31m"
+    user_id.encode("utf-8")  # no lone surrogate left to fail on

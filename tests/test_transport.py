@@ -241,7 +241,7 @@ def test_both_clients_share_one_pooled_connection(upstream):
 def test_the_transport_is_built_from_the_settings_and_handed_to_both_clients():
     settings = Settings(thread_pool=40, upstream_connect_timeout=1.5, upstream_read_timeout=4.0,
                         api_url="http://127.0.0.1:9/api", admin_url="http://127.0.0.1:9/admin",
-                        pusher_app_id="1", pusher_key="k", pusher_secret="s", pusher_host="127.0.0.1")
+                        admin_user="admin", admin_password="admin-pw", pusher_app_id="1", pusher_key="k", pusher_secret="s", pusher_host="127.0.0.1")
     transport = Transport.from_settings(settings)
     assert transport.pool_size == 40 and transport.timeout == (1.5, 4.0)
     assert transport.session.get_adapter("https://x/").poolmanager.connection_pool_kw["maxsize"] == 40
@@ -280,7 +280,7 @@ def test_the_breaker_opens_fails_fast_and_closes_after_a_good_probe(upstream):
     dead = Client(f"http://127.0.0.1:{free_port()}/api", "demo", "pw", transport=transport, timeout=FAST)
     for _ in range(3):
         assert unavailable(lambda: dead.get("user"))[0].reason == "refused"
-    assert transport.breaker("socialos").state == "open"
+    assert transport.breaker("socialos", "GET user").state == "open"
 
     # Open: every call fails at once, whatever the URL of that service, and sends nothing.
     alive = Client(f"{upstream.url}/api", "demo", "pw", transport=transport, timeout=FAST)
@@ -296,7 +296,7 @@ def test_the_breaker_opens_fails_fast_and_closes_after_a_good_probe(upstream):
     assert unavailable(lambda: alive.get("user"))[0].reason == "circuit_open"
     clock.advance(0.1)  # open_seconds have passed: the next call is the probe
     assert alive.get("user") == {"ok": True}
-    assert transport.breaker("socialos").state == "closed"
+    assert transport.breaker("socialos", "GET user").state == "closed"
     assert alive.get("user") == {"ok": True}
     assert upstream.requests == 3
 
@@ -308,10 +308,10 @@ def test_a_failed_probe_opens_the_breaker_again(upstream):
     upstream.mode = "silent"
     for _ in range(2):
         assert unavailable(lambda: client.get("user"))[0].reason == "timeout"
-    assert transport.breaker("socialos").state == "open"
+    assert transport.breaker("socialos", "GET user").state == "open"
     clock.advance(5)
     assert unavailable(lambda: client.get("user"))[0].reason == "timeout"  # the probe, timed out
-    assert transport.breaker("socialos").state == "open"
+    assert transport.breaker("socialos", "GET user").state == "open"
     assert unavailable(lambda: client.get("user"))[0].reason == "circuit_open"
     assert upstream.requests == 3
 
@@ -319,7 +319,7 @@ def test_a_failed_probe_opens_the_breaker_again(upstream):
 def test_only_one_probe_goes_out_while_half_open(upstream):
     clock = FakeClock()
     transport = Transport(failures_to_open=1, open_seconds=5, clock=clock)
-    breaker = transport.breaker("socialos")
+    breaker = transport.breaker("socialos", "GET user")
     breaker.record(False)  # one no-answer opens a breaker with failures_to_open=1
     assert breaker.state == "open"
     clock.advance(5)
@@ -343,7 +343,7 @@ def test_answers_that_are_errors_never_open_the_breaker(upstream):
         with pytest.raises(UpstreamError) as caught:
             client.post("user")
         assert caught.value.status == 500  # it answered: it is there
-    assert transport.breaker("socialos").state == "closed"
+    assert transport.breaker("socialos", "POST user").state == "closed"
 
 
 def test_breaker_state_machine_with_a_local_error_in_the_probe():
@@ -386,11 +386,11 @@ def test_the_bulkhead_bounds_calls_in_flight_per_service(upstream):
     for thread in (*waiting, other):
         thread.join(5)
     assert results == [{"ok": True}] * 3
-    assert transport.state() == {"socialos": {"circuit": "closed", "in_flight": 0},
-                                 "pusher": {"circuit": "closed", "in_flight": 0}}
+    assert transport.state() == {"socialos": {"in_flight": 0, "circuits": {"GET user": "closed"}},
+                                 "pusher": {"in_flight": 0, "circuits": {"GET channels": "closed"}}}
     assert user.get("user") == {"ok": True}  # places given back
     # Busy is not the upstream's fault: the breaker didn't count it.
-    assert transport.breaker("socialos").state == "closed"
+    assert transport.breaker("socialos", "GET user").state == "closed"
 
 
 def test_waiting_on_a_stuck_upstream_takes_at_most_half_the_pool(silent):
@@ -423,7 +423,7 @@ def test_every_call_is_reported_by_service_and_outcome(upstream):
 
     before = {k: count(*k) for k in [("socialos", "ok"), ("pusher", "ok"), ("socialos", "refused"),
                                       ("socialos-admin", "UpstreamError")]}
-    transport = Transport()
+    transport = Transport(observe=metrics.upstream_call)
     user, pusher = clients(upstream.url, transport)
     user.get("x")
     pusher.channels()

@@ -80,6 +80,12 @@ def sign_in(services, username, password, *, user_agent="", address="", old_toke
     except UpstreamError:
         profile = {}
     profile = profile if isinstance(profile, dict) else {}
+    # Filed under the upstream's own spelling of the name: against an upstream that
+    # matches usernames case-insensitively, a session opened as CAROL would otherwise
+    # miss carol's device list and survive her "sign out everywhere else".
+    canonical = profile.get("username")
+    if isinstance(canonical, str) and USERNAME.fullmatch(canonical):
+        username = canonical
     name = str(profile.get("name") or username)[:200]
     admin = profile.get("admin") is True or username == services.settings.admin_user
 

@@ -17,25 +17,40 @@ webhooks). Calls go out through the process's transport
 every server thread shares a few warm connections to Pusher, and failures
 come back as the typed errors of ``socialos_app.upstream.errors`` with service
 "pusher"; the secret never appears in an error, a log line or a repr.
+Needs requests only.
 """
+
+from __future__ import annotations
 
 import hashlib
 import hmac
 import json
 import re
 import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 from urllib.parse import quote, urlencode
 
-from socialos_app.upstream.errors import BadRequest, PayloadTooLarge, UpstreamError
-from socialos_app.upstream.transport import Transport
+from socialos_app.settings import Settings
+from socialos_app.upstream.errors import (
+    AnswerTooLarge,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from socialos_app.upstream.transport import JSON, OnTransport, Timeout, Transport, clean
 
 __all__ = [
-    "Pusher", "WebhookError", "sign_query", "channel_authorization",
+    "Pusher", "WebhookError", "BadRequest", "PayloadTooLarge", "sign_query", "channel_authorization",
     "valid_channel", "valid_presence_channel", "valid_private_channel", "valid_socket_id",
     "MAX_CHANNELS", "MAX_DATA_BYTES", "MAX_EVENT_NAME", "MAX_BATCH",
+    # the shared errors its calls raise, here so a script needs one import
+    "UpstreamError", "Unauthorized", "Forbidden", "NotFound", "UpstreamUnavailable", "AnswerTooLarge",
 ]
 
-SERVICE = "pusher"  # the key its errors and metrics carry
+SERVICE: Final = "pusher"  # the key its errors, breakers and metrics carry
 AUTH_VERSION = "1.0"
 
 # Pusher's documented limits; checked here so a bad call fails fast, before any I/O.
@@ -53,42 +68,58 @@ _SOCKET_ID_RE = re.compile(r"\A[0-9]{1,20}\.[0-9]{1,20}\Z")
 # (and channel_data must be byte-identical to what pusher-js forwards).
 _COMPACT = (",", ":")
 
-_EXTRA_ERRORS = {400: BadRequest, 413: PayloadTooLarge}
+
+class BadRequest(UpstreamError):
+    """400 from Pusher: a call it refuses as malformed (such as ``user_count`` off a presence channel)."""
+
+    status = 400
+
+
+class PayloadTooLarge(UpstreamError):
+    """413 from Pusher: an event over its size limit."""
+
+    status = 413
+
+
+_EXTRA_ERRORS: Final[dict[int, type[UpstreamError]]] = {400: BadRequest, 413: PayloadTooLarge}
 
 
 # -- validation -------------------------------------------------------------
 
-def valid_channel(name):
+def valid_channel(name: object) -> bool:
     """True for a name Pusher accepts: ``[A-Za-z0-9_\\-=@,.;]``, 1..164 characters."""
     return isinstance(name, str) and bool(_CHANNEL_RE.match(name))
 
 
-def valid_presence_channel(name):
+def valid_presence_channel(name: object) -> bool:
     """A valid channel name that starts ``presence-`` (and has more after it)."""
-    return valid_channel(name) and name.startswith("presence-") and len(name) > len("presence-")
+    return valid_channel(name) and isinstance(name, str) and name.startswith("presence-") \
+        and len(name) > len("presence-")
 
 
-def valid_private_channel(name):
+def valid_private_channel(name: object) -> bool:
     """A valid channel name that starts ``private-`` (and has more after it)."""
-    return valid_channel(name) and name.startswith("private-") and len(name) > len("private-")
+    return valid_channel(name) and isinstance(name, str) and name.startswith("private-") \
+        and len(name) > len("private-")
 
 
-def valid_socket_id(socket_id):
+def valid_socket_id(socket_id: object) -> bool:
     """True for a Pusher socket id: digits, a dot, digits (bounded length)."""
     return isinstance(socket_id, str) and bool(_SOCKET_ID_RE.match(socket_id))
 
 
 # -- signing ----------------------------------------------------------------
 
-def _hmac_hex(secret, message):
+def _hmac_hex(secret: str, message: str) -> str:
     return hmac.new(secret.encode("utf-8"), message.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def _as_bytes(body):
+def _as_bytes(body: bytes | bytearray | str) -> bytes:
     return body.encode("utf-8") if isinstance(body, str) else bytes(body)
 
 
-def sign_query(key, secret, method, path, params, body=None, timestamp=None):
+def sign_query(key: str, secret: str, method: str, path: str, params: Mapping[str, object] | None,
+               body: bytes | str | None = None, timestamp: float | None = None) -> dict[str, str]:
     """``params`` plus Pusher's auth parameters and ``auth_signature``, ready to URL-encode.
 
     ``body`` (bytes or str) must be exactly what will be sent: its MD5 is
@@ -105,7 +136,7 @@ def sign_query(key, secret, method, path, params, body=None, timestamp=None):
         query["body_md5"] = hashlib.md5(_as_bytes(body)).hexdigest()
     query.pop("auth_signature", None)
 
-    lowered = {}
+    lowered: dict[str, str] = {}
     for k, v in query.items():
         if k.lower() in lowered:
             # "Info" and "info" would sign as one key but travel as two.
@@ -118,7 +149,8 @@ def sign_query(key, secret, method, path, params, body=None, timestamp=None):
 
 # -- channel authorization --------------------------------------------------
 
-def channel_authorization(key, secret, socket_id, channel, user_id=None, user_info=None):
+def channel_authorization(key: str, secret: str, socket_id: str, channel: str, user_id: str | int | None = None,
+                          user_info: JSON = None) -> dict[str, str]:
     """Pusher's channel authorization answer for a private- or presence- channel.
 
     private:  ``{"auth": "KEY:" + HMAC(secret, "SOCKET:CHANNEL")}``
@@ -140,7 +172,7 @@ def channel_authorization(key, secret, socket_id, channel, user_id=None, user_in
             raise ValueError("a presence channel needs a user_id (string or integer)")
         if isinstance(user_id, str) and len(user_id) > 200:
             raise ValueError("user_id too long")
-        member = {"user_id": user_id}
+        member: dict[str, JSON] = {"user_id": user_id}
         if user_info is not None:
             member["user_info"] = user_info
         channel_data = json.dumps(member, separators=_COMPACT)
@@ -159,80 +191,83 @@ def channel_authorization(key, secret, socket_id, channel, user_id=None, user_in
 class WebhookError(Exception):
     """A webhook that must be refused: ``status`` 401 (not from Pusher) or 400 (unreadable)."""
 
-    def __init__(self, message, status=401):
+    def __init__(self, message: str, status: int = 401) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
 
 
-def _same(a, b):
+def _same(a: str, b: str) -> bool:
     """Constant-time equality of two strings (as UTF-8, so any text is comparable)."""
     return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
+def _no_constants(name: str) -> JSON:
+    """json.loads' hook for NaN and ±Infinity, which JSON proper doesn't have."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
 # -- the client -------------------------------------------------------------
 
-class Pusher:
+class Pusher(OnTransport):
     """Signed calls to one Pusher app's HTTP API.
 
     ``transport`` is the process's ``socialos_app.upstream.transport.Transport`` (a client
     made without one gets a pool of its own); ``timeout`` overrides the
-    transport's (connect, read) seconds.
+    transport's (connect, read) seconds, and a call takes at most their sum in all.
     """
 
-    def __init__(self, app_id, key, secret, base_url, *, transport=None, timeout=None):
+    def __init__(self, app_id: str | int, key: str, secret: str, base_url: str, *,
+                 transport: Transport | None = None, timeout: Timeout | None = None) -> None:
         if not (app_id and key and secret):
             raise ValueError("Pusher needs an app id, a key and a secret")
+        super().__init__(transport, timeout)
         self.app_id = str(app_id)
         self.key = key
         self._secret = secret  # underscore: kept out of repr and vars-dumping helpers
         self.base_url = base_url.rstrip("/")
-        self.transport = transport if transport is not None else Transport()
-        self._timeout = timeout
 
     @classmethod
-    def from_settings(cls, settings, transport=None):
+    def from_settings(cls, settings: Settings, transport: Transport | None = None) -> Pusher:
         """The client for the app configured in ``settings`` on the process's ``transport``.
 
-        Without a transport, one is made from the same settings (pool size, timeouts).
+        Without a transport, one is made from the same settings (pool size, timeouts, size limit).
         """
         return cls(settings.pusher_app_id, settings.pusher_key, settings.pusher_secret,
-                   settings.pusher_base_url,
-                   transport=transport if transport is not None else Transport.from_settings(settings))
+                   settings.pusher_base_url, transport=Transport.given_or_from(transport, settings))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Pusher(app_id={self.app_id!r}, key={self.key!r}, base_url={self.base_url!r})"
 
-    @property
-    def timeout(self):
-        """The (connect, read) seconds its calls wait."""
-        return self._timeout or self.transport.timeout
+    def _request(self, method: str, endpoint: str, path: str, params: Mapping[str, str] | None = None,
+                 payload: JSON = None) -> JSON:
+        """Sign and send one call; the decoded JSON answer, or a typed error.
 
-    def _request(self, method, path, params=None, payload=None):
-        """Sign and send one call; the decoded JSON answer, or a typed error."""
+        ``endpoint`` ("GET channels", "POST events") keys the call's circuit breaker.
+        """
         body = json.dumps(payload, separators=_COMPACT).encode("utf-8") if payload is not None else b""
         query = sign_query(self.key, self._secret, method, path, params or {}, body or None)
         # quote (not quote_plus) and nothing left "safe": the server decodes exactly what we signed.
         url = f"{self.base_url}{path}?{urlencode(query, quote_via=quote, safe='')}"
         headers = {"Content-Type": "application/json"} if body else None
-        return self.transport.call(SERVICE, method, url, data=body or None, headers=headers,
+        return self.transport.call(SERVICE, method, url, endpoint=endpoint, data=body or None, headers=headers,
                                    timeout=self._timeout, errors=_EXTRA_ERRORS, secret=self._secret)
 
-    def _app_path(self, *parts):
+    def _app_path(self, *parts: str) -> str:
         return "/".join([f"/apps/{quote(self.app_id, safe='')}", *parts])
 
     # -- queries -----------------------------------------------------------
-    def channel_users(self, channel):
+    def channel_users(self, channel: str) -> list[str]:
         """The user ids in a presence channel."""
         if not valid_presence_channel(channel):
             raise ValueError("users are only listed for valid presence- channels")
-        answer = self._request("GET", self._app_path("channels", channel, "users"))
+        answer = self._request("GET", "GET channels", self._app_path("channels", channel, "users"))
         users = answer.get("users") if isinstance(answer, dict) else None
         if not isinstance(users, list):
             raise UpstreamError("answer has no users list", status=200, service=SERVICE)
         return [str(user["id"]) for user in users if isinstance(user, dict) and "id" in user]
 
-    def channel_info(self, channel, info=("user_count", "subscription_count")):
+    def channel_info(self, channel: str, info: Iterable[str] | None = ("user_count", "subscription_count")) -> JSON:
         """``{"occupied": bool, ...}`` plus the attributes asked for in ``info``.
 
         ``user_count`` is asked only for presence channels: Pusher refuses it for others.
@@ -241,53 +276,54 @@ class Pusher:
             raise ValueError("invalid channel name")
         wanted = [a for a in (info or ()) if a != "user_count" or valid_presence_channel(channel)]
         params = {"info": ",".join(wanted)} if wanted else {}
-        return self._request("GET", self._app_path("channels", channel), params)
+        return self._request("GET", "GET channels", self._app_path("channels", channel), params)
 
-    def channels(self, prefix=None, info=None):
+    def channels(self, prefix: str | None = None, info: str | Iterable[str] | None = None) -> JSON:
         """``{name: {attributes}}`` for the occupied channels, optionally by prefix.
 
         ``info`` may be ``("user_count",)``, which Pusher allows only with a ``presence-`` prefix.
         """
-        params = {}
+        params: dict[str, str] = {}
         if prefix:
             params["filter_by_prefix"] = prefix
         if info:
             params["info"] = info if isinstance(info, str) else ",".join(info)
-        return self._request("GET", self._app_path("channels"), params).get("channels", {})
+        answer = self._request("GET", "GET channels", self._app_path("channels"), params)
+        return answer.get("channels", {}) if isinstance(answer, dict) else {}
 
     # -- events ------------------------------------------------------------
-    def trigger(self, channels, name, data, socket_id=None):
+    def trigger(self, channels: str | Iterable[str], name: str, data: JSON, socket_id: str | None = None) -> JSON:
         """Publish one event to up to 100 channels; ``socket_id`` excludes that sender."""
         if isinstance(channels, str):
             channels = [channels]
         if not isinstance(channels, (list, tuple, set, frozenset)):
             raise ValueError("channels must be a channel name or a list of them")
         event = _event(name, data, socket_id)
-        channels = list(channels)
-        if not channels:
+        names = list(channels)
+        if not names:
             raise ValueError("no channels")
-        if len(channels) > MAX_CHANNELS:
+        if len(names) > MAX_CHANNELS:
             raise ValueError(f"more than {MAX_CHANNELS} channels")
-        for channel in channels:
+        for channel in names:
             if not valid_channel(channel):
                 raise ValueError("invalid channel name")
         # Key order as in Pusher's worked example: name, channels, data.
-        body = {"name": event["name"], "channels": channels, "data": event["data"]}
+        body: dict[str, JSON] = {"name": event["name"], "channels": names, "data": event["data"]}
         if socket_id is not None:
             body["socket_id"] = socket_id
-        return self._request("POST", self._app_path("events"), payload=body)
+        return self._request("POST", "POST events", self._app_path("events"), payload=body)
 
-    def trigger_batch(self, events):
+    def trigger_batch(self, events: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> JSON:
         """Publish up to 10 events in one call; each ``{"channel", "name", "data", "socket_id"?}``."""
         if not isinstance(events, (list, tuple)):
             raise ValueError("events must be a list")
-        events = list(events)
-        if not events:
+        items = list(events)
+        if not items:
             raise ValueError("no events")
-        if len(events) > MAX_BATCH:
+        if len(items) > MAX_BATCH:
             raise ValueError(f"more than {MAX_BATCH} events in a batch")
         batch = []
-        for item in events:
+        for item in items:
             if not isinstance(item, dict):
                 raise ValueError("each event must be a dict")
             channel = item.get("channel")
@@ -295,28 +331,32 @@ class Pusher:
                 raise ValueError("invalid channel name")
             event = _event(item.get("name"), item.get("data"), item.get("socket_id"))
             batch.append({"channel": channel, **event})
-        return self._request("POST", self._app_path("batch_events"), payload={"batch": batch})
+        return self._request("POST", "POST events", self._app_path("batch_events"), payload={"batch": batch})
 
     # -- authorization and webhooks ----------------------------------------
-    def authorize(self, socket_id, channel, user_id=None, user_info=None):
+    def authorize(self, socket_id: str, channel: str, user_id: str | int | None = None,
+                  user_info: JSON = None) -> dict[str, str]:
         """The channel authorization JSON a pusher-js client needs (see ``channel_authorization``)."""
         return channel_authorization(self.key, self._secret, socket_id, channel, user_id, user_info)
 
-    def verify_webhook(self, key_header, signature_header, body):
+    def verify_webhook(self, key_header: str | None, signature_header: str | None,
+                       body: bytes | str | None) -> dict[str, JSON]:
         """The webhook's payload ``{"time_ms", "events"}``, or WebhookError.
 
         ``key_header`` is X-Pusher-Key, ``signature_header`` X-Pusher-Signature
         (hex HMAC-SHA256 of the raw body); ``body`` the raw bytes as received.
+        Its text is cleaned as every upstream answer is (``transport.clean``),
+        and NaN or Infinity (not JSON, though Python's parser takes them) make it unreadable.
         """
-        body = _as_bytes(body if body is not None else b"")
+        raw = _as_bytes(body if body is not None else b"")
         if not key_header or not _same(key_header, self.key):
             raise WebhookError("unknown X-Pusher-Key", 401)
-        expected = hmac.new(self._secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+        expected = hmac.new(self._secret.encode("utf-8"), raw, hashlib.sha256).hexdigest()
         if not signature_header or not _same(signature_header.strip(), expected):
             raise WebhookError("bad X-Pusher-Signature", 401)
         # Parsed only once authentic: nobody else gets to exercise the JSON parser.
         try:
-            payload = json.loads(body)
+            payload = clean(json.loads(raw, parse_constant=_no_constants))
         except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise WebhookError("body is not JSON", 400) from None
         if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
@@ -324,7 +364,7 @@ class Pusher:
         return payload
 
 
-def _event(name, data, socket_id):
+def _event(name: object, data: JSON, socket_id: object) -> dict[str, str]:
     """A checked ``{"name", "data"[, "socket_id"]}``; ``data`` that isn't a string is JSON-encoded."""
     if not isinstance(name, str) or not name:
         raise ValueError("event name must be a non-empty string")
@@ -340,6 +380,6 @@ def _event(name, data, socket_id):
     if socket_id is not None and not valid_socket_id(socket_id):
         raise ValueError("invalid socket_id")
     event = {"name": name, "data": data}
-    if socket_id is not None:
+    if isinstance(socket_id, str):
         event["socket_id"] = socket_id
     return event

@@ -1,39 +1,64 @@
 """The Social OS API client library: its protocol only.
 
-Two names:
+Three names:
 
 ``Client``
-    Calls one base URL with one set of credentials: a user's API key, the
-    admin account, or (only to create a key) a user's real password. Every
-    call returns decoded JSON or raises a typed error from
-    ``socialos_app.upstream.errors``.
+    Calls the user API with one set of credentials: a user's API key or
+    (only to create a key) a user's real password. Every call returns
+    decoded JSON or raises a typed error from ``socialos_app.upstream.errors``.
+
+``AdminClient``
+    The same for the admin API with the admin account.
 
 ``SocialOS``
-    The factory bound to the settings: hands out a ``Client`` per user (no
-    I/O, cheap enough to make per request), the admin client, and creates
-    and revokes API keys.
+    The factory: hands out a ``Client`` per user (no I/O, cheap enough to
+    make per request), the admin client when admin credentials were given,
+    and creates and revokes API keys.
 
 What stays here is the Social OS protocol: base URLs, one quoted path
-segment per part, Basic auth. Sending, retries, timeouts, the per-service
-guards, decoding and error typing are the transport's
+segment per part, Basic auth. Sending, retries, the deadline, the size
+limit, the guards, decoding and error typing are the transport's
 (``socialos_app.upstream.transport.Transport``), which assembly builds once and hands
 to the factory; every ``Client`` it makes shares it. The transport serves
 every user at once, so it never holds credentials: each call carries its
 own Basic auth.
+
+Needs requests only: a script can use it without CherryPy or MongoDB (see
+the README's "Using the client in your own code").
 """
 
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final
 from urllib.parse import quote, urlsplit
 
-from socialos_app.upstream.errors import Unauthorized, UpstreamError
-from socialos_app.upstream.transport import Transport
+from socialos_app.settings import Settings
+from socialos_app.upstream.errors import (
+    AnswerTooLarge,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    Unimplemented,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from socialos_app.upstream.transport import JSON, OnTransport, Timeout, Transport
 
-__all__ = ["Client", "SocialOS", "SERVICE", "ADMIN_SERVICE"]
+__all__ = ["Client", "AdminClient", "SocialOS", "AdminNotConfigured", "SERVICE", "ADMIN_SERVICE",
+           # the errors its calls raise, here so a script needs one import
+           "UpstreamError", "Unauthorized", "Forbidden", "NotFound", "Unimplemented", "UpstreamUnavailable",
+           "AnswerTooLarge"]
 
-SERVICE = "socialos"              # error and metrics key of the user API
-ADMIN_SERVICE = "socialos-admin"  # ... and of the admin API
+SERVICE: Final = "socialos"              # error, breaker and metrics key of the user API
+ADMIN_SERVICE: Final = "socialos-admin"  # ... and of the admin API
+_MAX_ENDPOINT: Final = 40
 
 
-def _check_base_url(base_url):
+class AdminNotConfigured(RuntimeError):
+    """An admin call on a ``SocialOS`` made without the admin URL, user and password."""
+
+
+def _check_base_url(base_url: str) -> str:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base URL must be an http:// or https:// URL, not {base_url!r}")
@@ -46,7 +71,7 @@ def _check_base_url(base_url):
     return base_url.rstrip("/")
 
 
-def _quote_part(part):
+def _quote_part(part: object) -> str:
     """A path part as one percent-quoted segment that cannot leave the base URL."""
     if part is None:
         raise ValueError("a path part cannot be None")
@@ -59,74 +84,71 @@ def _quote_part(part):
     return quote(text, safe="")
 
 
-class Client:
-    """Calls one Social OS base URL with one set of credentials.
+class Client(OnTransport):
+    """Calls the Social OS user API at ``base_url`` with one set of credentials.
 
     ``Client(base_url, username, password)`` then ``client.get("user", name)``
     calls ``GET base_url/user/<name>``. Each path part is percent-quoted on
     its own, so user input in a part cannot reach another resource.
 
-    ``transport`` is the process's ``socialos_app.upstream.transport.Transport`` (a
-    client made without one gets a pool of its own); ``timeout`` overrides
-    the transport's (connect, read) seconds; ``service`` is the key errors
-    and metrics carry ("socialos" or "socialos-admin").
+    ``transport`` is the process's ``Transport`` (a client made without one
+    gets a pool of its own); ``timeout`` overrides the transport's
+    (connect, read) seconds, and a call takes at most their sum in all.
 
-    Returns decoded JSON (``{}`` for an empty answer). Raises
-    ``Unauthorized`` (401), ``Forbidden`` (403), ``NotFound`` (404),
-    ``Unimplemented`` (501), ``UpstreamError`` for any other failure status,
-    a redirect or a non-JSON answer, and ``UpstreamUnavailable`` when the
-    upstream gave no answer (see its ``reason``). No message or repr ever
-    contains the password.
+    Returns decoded JSON (``{}`` for an empty answer), every string in it
+    cleaned (see ``transport.clean``). Raises ``Unauthorized`` (401),
+    ``Forbidden`` (403), ``NotFound`` (404), ``Unimplemented`` (501),
+    ``UpstreamError`` for any other failure status (with ``retry_after``
+    when the upstream sent ``Retry-After``), a redirect or a non-JSON
+    answer, ``AnswerTooLarge`` past the transport's size limit, and
+    ``UpstreamUnavailable`` when no answer came in time (see its
+    ``reason``). No message or repr ever contains the password.
     """
 
-    __slots__ = ("base_url", "username", "_password", "transport", "_timeout", "service")
+    __slots__ = ("base_url", "username", "_password")
+    service: ClassVar[str] = SERVICE
 
-    def __init__(self, base_url, username, password, *, transport=None, timeout=None, service=SERVICE):
+    def __init__(self, base_url: str, username: str, password: str, *, transport: Transport | None = None,
+                 timeout: Timeout | None = None) -> None:
+        super().__init__(transport, timeout)
         self.base_url = _check_base_url(base_url)
         self.username = str(username)
         self._password = str(password)
-        self.transport = transport if transport is not None else Transport()
-        self._timeout = timeout
-        self.service = service
 
-    def __repr__(self):
-        return f"<Client {self.base_url} as {self.username!r}>"
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.base_url} as {self.username!r}>"
 
-    @property
-    def timeout(self):
-        """The (connect, read) seconds this client's calls wait."""
-        return self._timeout or self.transport.timeout
-
-    def url(self, *parts):
+    def url(self, *parts: object) -> str:
         """The absolute URL for these path parts (each quoted as one segment)."""
         return "/".join([self.base_url, *(_quote_part(p) for p in parts)])
 
     # -- the verbs ---------------------------------------------------------
-    def get(self, *parts, **kw):
+    def get(self, *parts: object, **kw: Any) -> JSON:
         """GET base/parts...; see ``request``."""
         return self.request("GET", *parts, **kw)
 
-    def post(self, *parts, **kw):
+    def post(self, *parts: object, **kw: Any) -> JSON:
         """POST base/parts...; never retried once sent (it may not be safe to repeat)."""
         return self.request("POST", *parts, **kw)
 
-    def put(self, *parts, **kw):
+    def put(self, *parts: object, **kw: Any) -> JSON:
         """PUT base/parts...; see ``request``."""
         return self.request("PUT", *parts, **kw)
 
-    def patch(self, *parts, **kw):
+    def patch(self, *parts: object, **kw: Any) -> JSON:
         """PATCH base/parts...; never retried once sent."""
         return self.request("PATCH", *parts, **kw)
 
-    def delete(self, *parts, **kw):
+    def delete(self, *parts: object, **kw: Any) -> JSON:
         """DELETE base/parts...; see ``request``."""
         return self.request("DELETE", *parts, **kw)
 
-    def search(self, *parts, **kw):
+    def search(self, *parts: object, **kw: Any) -> JSON:
         """SEARCH base/parts... (a real HTTP verb; the query goes in ``params``)."""
         return self.request("SEARCH", *parts, **kw)
 
-    def request(self, method, *parts, params=None, data=None, json=None):
+    def request(self, method: str, *parts: object, params: dict[str, str] | None = None, data: Any = None,
+                json: JSON = None) -> JSON:
         """Call ``method`` on base/parts... and return the decoded JSON answer.
 
         ``params`` is the query string, ``data`` a form body, ``json`` a JSON
@@ -139,62 +161,76 @@ class Client:
             raise Unauthorized("a username cannot contain ':'", service=self.service)
         # Credentials as UTF-8 bytes (requests would use latin-1 for str).
         auth = (self.username.encode("utf-8"), self._password.encode("utf-8"))
-        return self.transport.call(self.service, method, url, params=params, data=data, json=json,
-                                   auth=auth, timeout=self._timeout, secret=self._password)
+        # The breaker's key: the verb and the first part ("POST key", "SEARCH user"), so a
+        # failing search never fails fast a sign-in.
+        endpoint = f"{method.upper()} {str(parts[0])[:_MAX_ENDPOINT] if parts else ''}".rstrip()
+        return self.transport.call(self.service, method, url, endpoint=endpoint, params=params, data=data,
+                                   json=json, auth=auth, timeout=self._timeout, secret=self._password)
 
 
-class SocialOS:
-    """The Social OS API as configured: API URL, admin URL, admin credentials.
+class AdminClient(Client):
+    """A ``Client`` for the admin API: its errors and metrics say "socialos-admin"."""
+
+    __slots__ = ()
+    service: ClassVar[str] = ADMIN_SERVICE
+
+
+class SocialOS(OnTransport):
+    """The Social OS API as configured: its API URL and, for admin calls, the admin URL and account.
 
     Holds no per-user state, so one instance serves the whole process. Every
-    client it makes rides ``transport`` (default: a pool of its own).
+    client it makes rides ``transport`` (default: a pool of its own). A
+    script acting only as users leaves the admin arguments out; ``admin()``
+    then raises ``AdminNotConfigured``.
     """
 
-    def __init__(self, api_url, admin_url, admin_user, admin_password, *, transport=None, timeout=None):
+    __slots__ = ("api_url", "admin_url", "admin_user", "_admin_password")
+
+    def __init__(self, api_url: str, admin_url: str | None = None, admin_user: str | None = None,
+                 admin_password: str | None = None, *, transport: Transport | None = None,
+                 timeout: Timeout | None = None) -> None:
+        super().__init__(transport, timeout)
         self.api_url = _check_base_url(api_url)
-        self.admin_url = _check_base_url(admin_url)
-        self.admin_user = admin_user
-        self._admin_password = admin_password
-        self.transport = transport if transport is not None else Transport()
-        self._timeout = timeout
+        self.admin_url = _check_base_url(admin_url) if admin_url else None
+        self.admin_user = admin_user or None
+        self._admin_password = admin_password or None
 
     @classmethod
-    def from_settings(cls, settings, transport=None):
+    def from_settings(cls, settings: Settings, transport: Transport | None = None) -> SocialOS:
         """The factory for these ``Settings`` (URLs, admin account) on the process's ``transport``.
 
-        Without a transport, one is made from the same settings (pool size, timeouts).
+        Without a transport, one is made from the same settings (pool size, timeouts, size limit).
         """
         return cls(settings.api_url, settings.admin_url, settings.admin_user, settings.admin_password,
-                   transport=transport if transport is not None else Transport.from_settings(settings))
+                   transport=Transport.given_or_from(transport, settings))
 
-    def __repr__(self):
-        return f"<SocialOS api={self.api_url} admin={self.admin_url} as {self.admin_user!r}>"
+    def __repr__(self) -> str:
+        admin = f" admin={self.admin_url} as {self.admin_user!r}" if self.admin_url else ""
+        return f"<SocialOS api={self.api_url}{admin}>"
 
-    @property
-    def timeout(self):
-        """The (connect, read) seconds its clients' calls wait."""
-        return self._timeout or self.transport.timeout
-
-    def _client(self, base_url, username, password, service=SERVICE):
-        return Client(base_url, username, password, transport=self.transport, timeout=self._timeout,
-                      service=service)
-
-    def user(self, username, key_password):
+    def user(self, username: str, key_password: str) -> Client:
         """A client acting as ``username`` with an API key's password (no I/O)."""
-        return self._client(self.api_url, username, key_password)
+        return Client(self.api_url, username, key_password, transport=self.transport, timeout=self._timeout)
 
-    def admin(self):
-        """A client for the admin API with the admin credentials (no I/O)."""
-        return self._client(self.admin_url, self.admin_user, self._admin_password, service=ADMIN_SERVICE)
+    def admin(self) -> AdminClient:
+        """A client for the admin API with the admin credentials (no I/O).
 
-    def create_key(self, username, password, ttl):
+        Raises ``AdminNotConfigured`` when this factory was made without them.
+        """
+        if not (self.admin_url and self.admin_user and self._admin_password):
+            raise AdminNotConfigured("admin calls need SocialOS(api_url, admin_url, admin_user, admin_password)")
+        return AdminClient(self.admin_url, self.admin_user, self._admin_password, transport=self.transport,
+                           timeout=self._timeout)
+
+    def create_key(self, username: str, password: str, ttl: int) -> dict[str, str]:
         """Create an API key with the user's real password; ``ttl`` in seconds.
 
         Returns ``{"token", "password", "expires"}`` (all strings). Raises
         ``Unauthorized`` for bad credentials, ``UpstreamError`` when the
         answer lacks any of those fields.
         """
-        answer = self._client(self.api_url, username, password).post("key", data={"ttl": str(int(ttl))})
+        answer = Client(self.api_url, username, password, transport=self.transport,
+                        timeout=self._timeout).post("key", data={"ttl": str(int(ttl))})
         fields = ("token", "password", "expires")
         if not isinstance(answer, dict) or not all(
                 isinstance(answer.get(f), str) and answer[f] for f in fields):
@@ -202,6 +238,6 @@ class SocialOS:
                                 service=SERVICE)
         return {f: answer[f] for f in fields}
 
-    def revoke_key(self, username, key_token, key_password):
+    def revoke_key(self, username: str, key_token: str, key_password: str) -> JSON:
         """Delete the API key ``key_token``, authenticating with the key itself."""
-        return self._client(self.api_url, username, key_password).delete("key", key_token)
+        return self.user(username, key_password).delete("key", key_token)
