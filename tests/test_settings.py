@@ -3,18 +3,32 @@
 nothing written, and the exit statuses."""
 
 import base64
+import logging
 import os
 import secrets
 import subprocess
+from dataclasses import fields
 
 import pytest
 
 from socialos_app import cli
-from socialos_app.settings import DEMO_PUSHER, SettingsError, decode_key, load, mask_uri, report
+from socialos_app.ops.logs import ScrubFilter
+from socialos_app.settings import (
+    DEMO_PUSHER,
+    VARIABLES,
+    Settings,
+    SettingsError,
+    decode_key,
+    load,
+    mask_uri,
+    report,
+    secret_literals,
+    unknown_variables,
+)
+from socialos_app.settings import SECRETS as SECRET_VARIABLES
 from support import PYTHON, ROOT
 
-SCRUB = ("MONGODB_", "SECURE_KEY", "SOCIALOS_", "PUSHER_", "SESSION_", "COOKIE_", "SANDBOX_",
-         "EMBEDDED_", "DATA_DIR", "HOST", "PORT", "LOG_", "UPSTREAM_", "TRUSTED_PROXY", "LOGIN_")
+SCRUB = tuple(v.name for v in VARIABLES if "." not in v.name)  # every variable of the table (and its _FILE)
 DB_PASSWORD = "db-" + secrets.token_hex(8)
 SECRETS = {
     "SECURE_KEY": secrets.token_hex(32),
@@ -268,28 +282,97 @@ def test_usable_values_pass(name, value):
     load(production(**{name: value}))
 
 
-# -- _FILE secrets --------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["SECURE_KEY", "SOCIALOS_ADMIN_PASSWORD", "PUSHER_SECRET", "MONGODB_URI"])
+# -- one table: every field reachable, every secret from its file, masked and scrubbed -----------
+BY_NAME = {v.name: v for v in VARIABLES}
+BASE = {"PUSHER_HOST": "pusher.example.test"}  # so that PUSHER_PORT and PUSHER_SCHEME mean something
+URI_PASSWORD = "Pw-Sample-7x"
+TEXTS = ("Sample-Secret-4u", secrets.token_hex(32), f"mongodb://sample:{URI_PASSWORD}@127.0.0.1:2/sample",
+         "https://sample.example.test/x", "presence-sample", "0", "1")
+
+
+def candidates(var, before):
+    """Texts to try for ``var``, derived from its parser where it says what it takes."""
+    yield from getattr(var.parse, "allowed", ())
+    if hasattr(var.parse, "low"):
+        for number in (before + 1, before - 1, var.parse.low, var.parse.high):
+            yield str(number)
+    yield from TEXTS
+
+
+def sample(var):
+    """A text its parser takes that moves ``var``'s field off its value in production: (text, settings)."""
+    before = getattr(load(production(**BASE)), var.field)
+    for text in candidates(var, before):
+        try:
+            s = load(production(**{**BASE, var.name: text}))
+        except SettingsError:
+            continue
+        if getattr(s, var.field) != before:
+            return text, s
+    pytest.fail(f"no text changes {var.name}: add one its parser takes to TEXTS")
+
+
+def test_every_settings_field_has_one_variable():
+    assert sorted(v.field for v in VARIABLES) == sorted(f.name for f in fields(Settings) if f.name != "origins")
+
+
+@pytest.mark.parametrize("var", VARIABLES, ids=lambda v: v.name)
+def test_every_field_is_reachable_from_the_environment(var):
+    text, s = sample(var)
+    assert s.origins[var.field] == (var.name, "env")
+    if var.conf:  # and from conf/server.conf, under the environment
+        from_conf = load(production(**BASE), conf={var.conf: text})
+        assert getattr(from_conf, var.field) == getattr(s, var.field)
+        assert from_conf.origins[var.field] == (var.name, "conf")
+
+
+@pytest.mark.parametrize("name", SECRET_VARIABLES)
+def test_every_secret_is_masked_and_scrubbed(name):
+    text, s = sample(BY_NAME[name])
+    literals = secret_literals(s)
+    assert literals and all(len(literal) >= 8 for literal in literals), literals  # ScrubFilter's floor
+    if name == "MONGODB_URI":
+        assert URI_PASSWORD in literals and text not in literals  # only the password is secret
+    else:
+        assert text in literals
+    shown = repr(s.masked()) + "\n".join(report(s))
+    record = logging.LogRecord("socialos.test", logging.WARNING, __file__, 1, "got %s then %s",
+                               (text, " ".join(literals)), None)
+    ScrubFilter(literals).filter(record)
+    logged = record.getMessage()
+    for secret in (text, *literals):
+        assert secret not in shown, (name, secret)
+        assert secret not in logged, (name, logged)
+
+
+def test_embedded_demo_credentials_are_not_scrubbed_but_the_made_key_is(tmp_path):
+    s = load(clean_env(DATA_DIR=tmp_path))
+    literals = secret_literals(s)
+    assert DEMO_PUSHER["PUSHER_SECRET"] not in literals
+    assert s.secure_key.hex() in literals
+
+
+@pytest.mark.parametrize("name", SECRET_VARIABLES)
 def test_each_secret_can_come_from_a_file_with_its_newline_stripped(tmp_path, name):
+    var = BY_NAME[name]
+    text, from_env = sample(var)
     path = tmp_path / "secret"
-    path.write_text(SECRETS[name] + "\n")
-    s = load(production(**{name: None, f"{name}_FILE": path}))
-    field = {"SECURE_KEY": "secure_key", "SOCIALOS_ADMIN_PASSWORD": "admin_password",
-             "PUSHER_SECRET": "pusher_secret", "MONGODB_URI": "mongodb_uri"}[name]
-    expected = bytes.fromhex(SECRETS[name]) if name == "SECURE_KEY" else SECRETS[name]
-    assert getattr(s, field) == expected
-    assert s.origins[field] == (name, "file")
+    path.write_text(text + "\n")
+    s = load(production(**{**BASE, name: None, f"{name}_FILE": path}))
+    assert getattr(s, var.field) == getattr(from_env, var.field)
+    assert s.origins[var.field] == (name, "file")
 
 
-@pytest.mark.parametrize("name", ["SECURE_KEY", "SOCIALOS_ADMIN_PASSWORD", "PUSHER_SECRET", "MONGODB_URI"])
+@pytest.mark.parametrize("name", SECRET_VARIABLES)
 def test_a_secret_and_its_file_both_set_is_an_error(tmp_path, name):
+    text, _ = sample(BY_NAME[name])
     path = tmp_path / "secret"
-    path.write_text(SECRETS[name])
+    path.write_text(text)
     with pytest.raises(SettingsError) as caught:
-        load(production(**{f"{name}_FILE": path}))
+        load(production(**{**BASE, name: text, f"{name}_FILE": path}))
     problems = dict(caught.value.problems)
     assert f"{name} and {name}_FILE are both set" in problems[name]
-    assert SECRETS[name] not in str(caught.value)
+    assert text not in str(caught.value)
 
 
 def test_a_missing_or_empty_secret_file_is_named(tmp_path):
@@ -349,3 +432,77 @@ def test_a_bad_flag_is_exit_2_naming_the_setting():
     result = run_app(production(), "--port", "eighty")
     assert result.returncode == 2
     assert "PORT must be a whole number" in result.stderr and "Traceback" not in result.stderr
+
+
+# -- --check-config says what it read and where ---------------------------------------------
+def test_a_passphrase_is_refused_saying_how_it_was_read():
+    passphrase = "CorrectHorseBatteryStapleIsMyPassword12345"  # 42 characters, valid base64
+    with pytest.raises(SettingsError) as caught:
+        decode_key(passphrase)
+    message = str(caught.value)
+    assert "SECURE_KEY is too short: its 42 characters read as base64 give 31 bytes" in message
+    assert "secrets.token_hex(32)" in message  # and how to make a real one
+    with pytest.raises(SettingsError, match="its 32 characters read as hex give 16 bytes"):
+        decode_key(secrets.token_hex(16))
+    with pytest.raises(SettingsError, match="SECURE_KEY_PREVIOUS key 2 of 2 is too short"):
+        load(production(SECURE_KEY_PREVIOUS=f"{secrets.token_hex(32)},{secrets.token_hex(8)}"))
+
+
+def test_a_bad_secret_in_a_file_names_the_file(tmp_path):
+    key, uri = tmp_path / "key", tmp_path / "uri"
+    key.write_text(secrets.token_hex(8) + "\n")
+    uri.write_text(f"mongodb://ops:{DB_PASSWORD}@h:notaport/x\n")
+    with pytest.raises(SettingsError) as caught:
+        load(production(SECURE_KEY=None, SECURE_KEY_FILE=key, MONGODB_URI=None, MONGODB_URI_FILE=uri))
+    problems = dict(caught.value.problems)
+    assert problems["SECURE_KEY"].startswith(f"SECURE_KEY_FILE ({key}) is too short: its 16 characters read as hex")
+    assert problems["MONGODB_URI"].startswith(f"MONGODB_URI_FILE ({uri}) is not a usable MongoDB URI")
+    assert DB_PASSWORD not in str(caught.value)
+
+
+def test_a_missing_secret_mentions_its_file():
+    with pytest.raises(SettingsError) as caught:
+        load(production(SOCIALOS_ADMIN_PASSWORD=None, SOCIALOS_API_URL=None))
+    problems = dict(caught.value.problems)
+    assert problems["SOCIALOS_ADMIN_PASSWORD"] == ("SOCIALOS_ADMIN_PASSWORD (or SOCIALOS_ADMIN_PASSWORD_FILE) "
+                                                   "is required when MONGODB_URI is set")
+    assert problems["SOCIALOS_API_URL"] == "SOCIALOS_API_URL is required when MONGODB_URI is set"
+
+
+def test_pymongos_pointer_to_its_docstring_is_dropped():
+    with pytest.raises(SettingsError) as caught:
+        load(production(MONGODB_URI="mongodb://h/db?retryWritess=true"))
+    message = dict(caught.value.problems)["MONGODB_URI"]
+    assert "Unknown option: retrywritess. Did you mean one of (retrywrites" in message
+    assert message.endswith(")?") and "docstring" not in message and "camelCase" not in message
+
+
+def test_variables_that_look_like_ours_get_a_hint():
+    env = {"SECURE_KEY_FIEL": "/run/secrets/secure_key", "SESION_TTL": "60", "session_ttl": "60",
+           "PUSHER_APPID": "1", "SOCIALOS_WHATEVER": "1", "SOCIALOS_API_URL_FILE": "/x",
+           # ours, or other programs' (not hinted at)
+           "SECURE_KEY_FILE": "/x", "SESSION_TTL": "60", "PATH": "/bin", "HOSTNAME": "h", "LOGNAME": "u",
+           "SESSION_MANAGER": "local/h:@/tmp/.ICE-unix/1", "SANDBOX_API_HOST_PORT": "8081", "XDG_DATA_DIRS": "/x"}
+    warnings = {line.split()[0]: line for line in unknown_variables(env)}
+    assert set(warnings) == {"SECURE_KEY_FIEL", "SESION_TTL", "session_ttl", "PUSHER_APPID", "SOCIALOS_WHATEVER",
+                             "SOCIALOS_API_URL_FILE"}
+    assert warnings["SECURE_KEY_FIEL"].endswith("did you mean SECURE_KEY_FILE?")
+    assert warnings["SESION_TTL"].endswith("did you mean SESSION_TTL?")
+    assert warnings["session_ttl"].endswith("did you mean SESSION_TTL?")
+    assert warnings["PUSHER_APPID"].endswith("did you mean PUSHER_APP_ID?")
+    assert "is not a setting of this app" in warnings["SOCIALOS_WHATEVER"]
+    assert "only secrets" in warnings["SOCIALOS_API_URL_FILE"] and "set SOCIALOS_API_URL itself" in \
+        warnings["SOCIALOS_API_URL_FILE"]
+
+
+def test_check_config_hints_at_a_misspelt_file_variable(tmp_path):
+    key = tmp_path / "secure_key"
+    key.write_text(SECRETS["SECURE_KEY"])
+    result = run_app(production(SECURE_KEY=None, SECURE_KEY_FIEL=key), "--check-config")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == ("socialos-app: warning: SECURE_KEY_FIEL is not a setting of this app; "
+                        "did you mean SECURE_KEY_FILE?")
+    assert lines[1:] == ["socialos-app: bad setting: SECURE_KEY (or SECURE_KEY_FILE) is required when "
+                         "MONGODB_URI is set"]
+    no_secret_in(result.stdout + result.stderr)
