@@ -50,7 +50,7 @@ import requests
 from socialos_app.crypto import Keyring
 from socialos_app.sessions import Credentials, SessionEngine
 from socialos_app.sessions.backends.memory import MemorySessionStore
-from socialos_app.sessions.backends.mongo import MongoSessionStore, _record
+from socialos_app.sessions.backends.mongo import MongoSessionStore, record_from_document
 from socialos_app.sessions.cache import SessionCache
 from socialos_app.storage import utcnow
 
@@ -289,7 +289,7 @@ def cache_bytes(uri, n=10_000):
         cache = SessionCache(n)
         cache.stream_up()
         for raw in raws:
-            cache.put(_record(decode(raw, options)), cache.snapshot())
+            cache.put(record_from_document(decode(raw, options)), cache.snapshot())
         gc.collect()
         kept = tracemalloc.get_traced_memory()[0] - base
     finally:

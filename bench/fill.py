@@ -3,8 +3,8 @@
 Each record comes from ``SessionEngine.start`` (fresh token, HMAC record id,
 credentials sealed with ChaCha20 + HMAC-SHA256 under keys HKDF derives from SECURE_KEY and
 the token, the server-sealed key reference, the integrity tag) with the app's
-SECURE_KEY, and is stored as ``MongoSessionStore.create`` stores it (its own
-``_document``; checked once per run against ``SessionDocument.to_mongo``):
+SECURE_KEY, and is stored as ``MongoSessionStore.create`` stores it
+(``document_from_record``; checked once per run against ``SessionDocument.to_mongo``):
 the app resumes these sessions exactly like ones made by signing in. Only
 the upstream key inside is made up (so they serve the pages that never call
 upstream; ``/_bench/upstream`` uses real sign-ins), and the writes go in
@@ -13,6 +13,7 @@ make the records while this one inserts them. Each carries a real browser's
 User-Agent, so the records (and the cache's bytes per session) have a real size.
 """
 
+import dataclasses
 import multiprocessing
 import secrets
 import time
@@ -22,9 +23,10 @@ import bson
 from pymongo import MongoClient
 
 from socialos_app.crypto import Keyring
+from socialos_app.db.documents import SessionDocument
 from socialos_app.sessions import Credentials, SessionEngine
 from socialos_app.sessions.backends.memory import MemorySessionStore
-from socialos_app.sessions.backends.mongo import _FIELDS, MongoSessionStore, SessionDocument, _document
+from socialos_app.sessions.backends.mongo import MongoSessionStore, document_from_record
 
 __all__ = ["Filler", "USER_AGENT"]
 
@@ -63,10 +65,10 @@ def _make_batch(start, n, check=False):
         token, _record = engine.start(f"bench{i % 5000}", f"Bench user {i}", False, credentials,
                                       user_agent=USER_AGENT, address="127.0.0.1")
         tokens.append(token)
-    docs = [_document(r) for r in collect.records]
+    docs = [document_from_record(r) for r in collect.records]
     if check:
         first = collect.records[0]
-        stored = SessionDocument(id=first.id, **{f: getattr(first, f) for f in _FIELDS}).to_mongo().to_dict()
+        stored = SessionDocument(**dataclasses.asdict(first)).to_mongo().to_dict()
         if bson.encode(stored) != bson.encode(docs[0]):
             raise AssertionError("bulk documents differ from what MongoSessionStore.create stores")
     return tokens, docs

@@ -17,7 +17,7 @@ from pymongo import monitoring
 from socialos_app.crypto import Keyring, ServerKey, new_token
 from socialos_app.db.connection import connect, disconnect
 from socialos_app.sessions import Credentials, SessionEngine
-from socialos_app.sessions.backends.mongo import MongoSessionStore, _record
+from socialos_app.sessions.backends.mongo import MongoSessionStore, record_from_document
 from socialos_app.sessions.engine import record_message
 from socialos_app.storage import utcnow
 
@@ -83,7 +83,7 @@ def rewrite(raw, engine, record_id, **fields):
     """Change stored fields as the server itself would (re-tagged under the engine's key)."""
     doc = raw.find_one({"_id": record_id})
     doc.update(fields)
-    record = _record(doc)
+    record = record_from_document(doc)
     tag = engine.keyring.current.record_tag(record_message(record))
     raw.update_one({"_id": record_id}, {"$set": {**fields, "tag": tag}})
 
@@ -503,3 +503,31 @@ def test_a_sign_out_racing_a_reseal_leaves_no_live_session(sessions):
     assert engine._reseal(token, loaded, CREDS, utcnow()) is None
     assert raw.count_documents({}) == 0
     assert engine.resume(token) is None
+
+
+# -- the app in a real process: collections made at start-up, SESSION_STORE=memory --------
+def test_the_app_runs_on_the_memory_store_and_makes_every_collections_indexes(db, start_app):
+    """One process, sessions in its memory: sign-in works and nothing of the session
+    reaches MongoDB; the throttle and presence collections still get their indexes there."""
+    from conftest import csrf_from, sign_in
+    name = "memapp_" + secrets.token_hex(4)
+    app = start_app(MONGODB_URI=db.uri_for(name), SESSION_STORE="memory")
+    raw = db.client()
+    try:
+        browser, answer = sign_in(app, "demo", "demo")
+        assert answer.status_code == 303, answer.text
+        page = browser.get(app.url("/dashboard"), allow_redirects=False, timeout=10)
+        assert page.status_code == 200 and "demo" in page.text
+        assert raw[name]["sessions"].count_documents({}) == 0
+        ttl = {coll: {i["key"][0][0]: i.get("expireAfterSeconds")
+                      for i in raw[name][coll].index_information().values()}
+               for coll in ("login_failures", "presence_members", "webhook_deliveries")}
+        assert ttl["login_failures"]["expires"] == 0
+        assert "channels" in ttl["presence_members"]
+        assert ttl["webhook_deliveries"]["at"] == 3600
+        browser.post(app.url("/logout"), data={"csrf_token": csrf_from(page.text)}, timeout=10)
+        after = browser.get(app.url("/dashboard"), allow_redirects=False, timeout=10)
+        assert after.status_code == 303 and "/login" in after.headers["Location"]
+    finally:
+        raw.drop_database(name)
+        raw.close()

@@ -166,3 +166,21 @@ def test_the_engine_runs_the_same_on_every_store(store):
     assert engine.end_devices("ann", keep_id=r.id) == ["other-token"]
     assert engine.resume(other) is None
     assert engine.end(token) is True and engine.resume(token) is None
+
+
+# -- choosing a backend -------------------------------------------------------------------
+def test_session_store_setting_picks_the_backend_by_name(db):
+    from socialos_app.db.connection import connect, disconnect
+    from socialos_app.sessions.backends import BACKENDS, get_store
+    from socialos_app.settings import Settings
+
+    assert set(BACKENDS) == {"mongodb", "memory"}
+    connect(db.uri_for("contract_" + secrets.token_hex(4)))  # lazy: nothing is sent
+    try:
+        assert isinstance(get_store(Settings(session_store="memory")), MemorySessionStore)
+        mongo = get_store(Settings(session_store="mongodb"))
+        assert isinstance(mongo, MongoSessionStore) and mongo.collection.name == "sessions"
+        with pytest.raises(ValueError, match="mongodb"):
+            get_store(Settings(session_store="redis"))
+    finally:
+        disconnect()

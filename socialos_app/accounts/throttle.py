@@ -25,11 +25,14 @@ addresses.
 
 import hashlib
 from datetime import datetime, timedelta
+from typing import Any
 
+from mongoengine.errors import NotUniqueError
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.collection import Collection
 
 from socialos_app.db.connection import guarded
+from socialos_app.db.documents import LoginCounter, collection_of, create_indexes, objects
 from socialos_app.settings import Settings
 from socialos_app.storage import StoreUnavailable, utcnow
 
@@ -41,12 +44,12 @@ ADDRESS_FACTOR = 4           # the per-address limit is this many times the per-
 _EPOCH = datetime(1970, 1, 1)
 
 
-def _key(kind, *values):
+def _key(kind: str, *values: str) -> str:
     text = "\0".join(v.strip().lower() for v in values)
     return kind + ":" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _reserve_pipeline(now, limit):
+def _reserve_pipeline(now: datetime, limit: int) -> list[dict[str, Any]]:
     """One update that, atomically, counts an attempt if the counter's wait is over.
 
     ``ok`` says whether it was counted; ``until`` is when the next may be.
@@ -71,30 +74,34 @@ def _reserve_pipeline(now, limit):
 class LoginThrottle:
     """``reserve()`` before checking a password, ``succeeded()`` after a right one.
 
-    Methods raise ``StoreUnavailable`` when the database is down.
+    Counters are ``db.documents.LoginCounter``s (its own collection by default;
+    tests pass one of their own). The app uses MongoDB for them whatever
+    ``SESSION_STORE`` says. Methods raise ``StoreUnavailable`` when the database is down.
     """
 
-    def __init__(self, collection, max_failures=Settings.login_max_failures):
-        self.collection = collection
+    def __init__(self, collection: Collection[dict[str, Any]] | None = None,
+                 max_failures: int = Settings.login_max_failures) -> None:
+        self.collection = collection if collection is not None else collection_of(LoginCounter)
         self.max_failures = max_failures
 
-    def setup(self):
-        """The TTL index that removes counters after their window."""
-        guarded(self.collection.create_index, "expires", name="ttl", expireAfterSeconds=0)
+    def setup(self) -> None:
+        """The TTL index (``LoginCounter``'s ``meta``) that removes counters after their window."""
+        guarded(create_indexes, LoginCounter, self.collection)
 
-    def _take(self, key, limit, now):
-        def update():
+    def _take(self, key: str, limit: int, now: datetime) -> int:
+        # The check-and-count is one pipeline update, which the ODM can't express: pymongo's own.
+        def update() -> dict[str, Any] | None:
             return guarded(self.collection.find_one_and_update, {"_id": key}, _reserve_pipeline(now, limit),
                            return_document=ReturnDocument.AFTER)
         doc = update()
         if doc is None:
             # A first attempt: make the counter, then count as above. Not an upsert: two first
             # attempts racing through one upsert may both count, or (SecantusDB) answer nothing.
+            counter = LoginCounter(id=key, count=0, until=_EPOCH, expires=now + WINDOW)
             try:
-                guarded(self.collection.insert_one, {"_id": key, "count": 0, "until": _EPOCH,
-                                                      "expires": now + WINDOW})
+                guarded(objects(LoginCounter, self.collection).insert, counter, load_bulk=False)
             except StoreUnavailable as exc:
-                if not isinstance(exc.__cause__, DuplicateKeyError):
+                if not isinstance(exc.__cause__, NotUniqueError):
                     raise  # a real outage; a duplicate means the other attempt made it first
             doc = update()
         if doc is None:
@@ -103,7 +110,7 @@ class LoginThrottle:
             return 0
         return max(1, int((doc["until"] - now).total_seconds() + 0.999))
 
-    def reserve(self, username, address):
+    def reserve(self, username: str, address: str) -> int:
         """0: go ahead, the attempt is counted; > 0: seconds to wait, nothing counted."""
         now = utcnow()
         # The address first: an address that is waiting spends nothing of the pair's allowance.
@@ -112,8 +119,8 @@ class LoginThrottle:
             return wait
         return self._take(_key("ua", username, address), self.max_failures, now)
 
-    def succeeded(self, username, address):
+    def succeeded(self, username: str, address: str) -> None:
         """A right password: clear that username's count for this address, give the address its attempt back."""
-        guarded(self.collection.delete_one, {"_id": _key("ua", username, address)})
-        guarded(self.collection.update_one, {"_id": _key("a", address), "count": {"$gt": 0}},
-                {"$inc": {"count": -1}})
+        counters = objects(LoginCounter, self.collection)
+        guarded(counters.filter(id=_key("ua", username, address)).delete)
+        guarded(counters.filter(id=_key("a", address), count__gt=0).update_one, dec__count=1)

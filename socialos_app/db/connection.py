@@ -1,14 +1,17 @@
 """The MongoDB connection: one client, registered with mongoengine, and one error wrapper.
 
 Every store (sessions, sign-in throttle, member directory) takes its
-collection in its constructor, as flask-session's backends take their
-client and collection; this module only makes the connection and hands
-out ``database()``. The connection is registered with mongoengine (the
-schema documents use it), but the hot path talks to pymongo collections
-directly: mongoengine's query building costs more than the round trip.
+collection in its constructor (its ``db.documents`` Document's own by
+default), as flask-session's backends take their client and collection;
+this module only makes the connection and hands out ``database()``.
 """
 
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
 import mongoengine as me
+from pymongo import MongoClient
+from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from socialos_app.settings import Settings
@@ -18,8 +21,12 @@ __all__ = ["ALIAS", "connect", "disconnect", "database", "guarded"]
 
 ALIAS = "sessions"  # the mongoengine alias every document and store uses
 
+P = ParamSpec("P")
+T = TypeVar("T")
 
-def connect(uri, timeout_ms=Settings.db_timeout_ms, pool_size=Settings.thread_pool + 4, **client_options):
+
+def connect(uri: str, timeout_ms: int = Settings.db_timeout_ms, pool_size: int = Settings.thread_pool + 4,
+            **client_options: Any) -> MongoClient[dict[str, Any]]:
     """Register the connection (lazy: nothing is sent until first use); the ``MongoClient``.
 
     Bounded server-selection and socket timeouts turn a dead database into a
@@ -27,7 +34,7 @@ def connect(uri, timeout_ms=Settings.db_timeout_ms, pool_size=Settings.thread_po
     ``MongoClient`` as they are (tests pass ``event_listeners``).
     """
     me.disconnect(ALIAS)
-    options = dict(
+    options: dict[str, Any] = dict(
         serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms,
         # One deadline for a whole operation, retries included: a slow database
         # can't hold a request thread for more than this.
@@ -37,22 +44,29 @@ def connect(uri, timeout_ms=Settings.db_timeout_ms, pool_size=Settings.thread_po
         maxPoolSize=pool_size, retryWrites=True, tz_aware=False, uuidRepresentation="standard",
     )
     options.update(client_options)
-    return me.connect(host=uri, alias=ALIAS, **options)
+    client: MongoClient[dict[str, Any]] = me.connect(host=uri, alias=ALIAS, **options)
+    return client
 
 
-def disconnect():
+def disconnect() -> None:
     """Close the connection ``connect`` made (tests; a stopping process)."""
     me.disconnect(ALIAS)
 
 
-def database():
+def database() -> Database[dict[str, Any]]:
     """The pymongo ``Database`` named by the connection URI."""
-    return me.get_db(ALIAS)
+    db: Database[dict[str, Any]] = me.get_db(ALIAS)
+    return db
 
 
-def guarded(fn, *args, **kwargs):
-    """Run one database operation; any driver error becomes ``StoreUnavailable``."""
+def guarded(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run one database operation; any driver error becomes ``StoreUnavailable``.
+
+    mongoengine re-raises some driver errors as its own ``OperationError``
+    (``NotUniqueError`` for a duplicate key): callers that expect a duplicate
+    catch ``NotUniqueError`` around the call, inside ``guarded``.
+    """
     try:
         return fn(*args, **kwargs)
-    except PyMongoError as exc:
+    except (PyMongoError, me.errors.OperationError) as exc:
         raise StoreUnavailable(type(exc).__name__) from exc

@@ -10,69 +10,91 @@ can't be asked.
 
 Webhook bodies are applied once: Pusher redelivers a body it got no 2xx
 for, so the SHA-256 of each body is kept (TTL index) and a body already
-applied is answered without being applied again.
+applied is answered without being applied again. Off the request path
+(webhooks, a page's names), so every query but one bulk write goes through the ODM.
 """
 
+from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
+from mongoengine.errors import NotUniqueError
 from pymongo import UpdateOne
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.collection import Collection
 
 from socialos_app.db.connection import guarded
+from socialos_app.db.documents import (
+    DELIVERY_MEMORY,
+    PresenceMember,
+    WebhookDelivery,
+    collection_of,
+    create_indexes,
+    objects,
+)
 from socialos_app.storage import StoreUnavailable, utcnow
 
 __all__ = ["MemberDirectory", "MISSING_FOR", "DELIVERY_MEMORY"]
 
 MISSING_FOR = timedelta(minutes=10)   # a 404 profile isn't looked up again for this long
-DELIVERY_MEMORY = 3600                # seconds a webhook body's digest is kept (TTL)
-# Pusher redelivers for a while; a body older than the webhook window (300 s) is refused
-# anyway, so an hour covers every redelivery that could still be accepted.
 
 
 class MemberDirectory:
     """Names, missing profiles and channel membership by user id.
 
-    ``members`` is the ``presence_members`` collection, ``deliveries`` the
-    ``webhook_deliveries`` one. Every method may raise ``StoreUnavailable``.
+    ``members`` holds ``db.documents.PresenceMember``s, ``deliveries``
+    ``WebhookDelivery``s (their own collections by default; tests pass their
+    own). The app keeps them in MongoDB whatever ``SESSION_STORE`` says.
+    Every method may raise ``StoreUnavailable``.
     """
 
-    def __init__(self, members, deliveries):
-        self.members = members
-        self.deliveries = deliveries
+    def __init__(self, members: Collection[dict[str, Any]] | None = None,
+                 deliveries: Collection[dict[str, Any]] | None = None) -> None:
+        self.members = members if members is not None else collection_of(PresenceMember)
+        self.deliveries = deliveries if deliveries is not None else collection_of(WebhookDelivery)
         self._ready = False
 
-    def setup(self):
-        """Indexes: membership by channel; applied webhook digests expire by themselves."""
-        guarded(self.members.create_index, "channels")
-        guarded(self.deliveries.create_index, "at", expireAfterSeconds=DELIVERY_MEMORY)
+    def _members(self) -> Any:
+        return objects(PresenceMember, self.members)
+
+    def _deliveries(self) -> Any:
+        return objects(WebhookDelivery, self.deliveries)
+
+    def setup(self) -> None:
+        """Indexes (the Documents' ``meta``): membership by channel; applied webhook digests expire."""
+        guarded(create_indexes, PresenceMember, self.members)
+        guarded(create_indexes, WebhookDelivery, self.deliveries)
         self._ready = True
 
     # -- names -----------------------------------------------------------------
-    def lookup(self, user_ids):
+    def lookup(self, user_ids: Iterable[str]) -> tuple[dict[str, str], set[str]]:
         """``({user_id: name}, {user_ids whose profile is missing})`` for these ids (one query)."""
-        if not user_ids:
+        ids = list(user_ids)
+        if not ids:
             return {}, set()
-        docs = guarded(list, self.members.find({"_id": {"$in": list(user_ids)}}, {"name": 1, "missing": 1}))
+        found = self._members().filter(id__in=ids).only("name", "missing").as_pymongo()
+        docs: list[dict[str, Any]] = guarded(list, found)
         since = utcnow() - MISSING_FOR
         names = {d["_id"]: d["name"] for d in docs if isinstance(d.get("name"), str) and d["name"]}
         missing = {d["_id"] for d in docs if d["_id"] not in names and d.get("missing") and d["missing"] > since}
         return names, missing
 
-    def remember(self, user_id, name):
+    def remember(self, user_id: str, name: str) -> None:
         """A member's name (from our channel authorization or their profile)."""
-        guarded(self.members.update_one, {"_id": user_id},
-                {"$set": {"name": name, "seen": utcnow()}, "$unset": {"missing": ""}}, upsert=True)
+        guarded(self._members().filter(id=user_id).update_one, upsert=True,
+                set__name=name, set__seen=utcnow(), unset__missing=True)
 
-    def remember_missing(self, user_ids):
+    def remember_missing(self, user_ids: Iterable[str]) -> None:
         """These ids have no Social OS profile (a 404): don't ask again for ``MISSING_FOR``."""
-        if user_ids:
+        ids = list(user_ids)
+        if ids:
             now = utcnow()
+            # One round trip for them all: a bulk of upserts, which the ODM has no call for.
             guarded(self.members.bulk_write,
-                    [UpdateOne({"_id": uid}, {"$set": {"missing": now}}, upsert=True) for uid in user_ids],
+                    [UpdateOne({"_id": uid}, {"$set": {"missing": now}}, upsert=True) for uid in ids],
                     ordered=False)
 
     # -- webhooks --------------------------------------------------------------
-    def claim_delivery(self, digest):
+    def claim_delivery(self, digest: str) -> bool:
         """True when a webhook body (by its digest) must be applied; False when it already was.
 
         A body whose earlier delivery failed half-way (claimed, never marked
@@ -81,19 +103,20 @@ class MemberDirectory:
         if not self._ready:
             self.setup()
         try:
-            self.deliveries.insert_one({"_id": digest, "at": utcnow(), "applied": False})
+            guarded(self._deliveries().insert, WebhookDelivery(id=digest, at=utcnow(), applied=False),
+                    load_bulk=False)
             return True
-        except DuplicateKeyError:
-            found = guarded(self.deliveries.find_one, {"_id": digest}, {"applied": 1})
-            return not (found and found.get("applied"))
-        except PyMongoError as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, NotUniqueError):
+                raise
+        found = guarded(self._deliveries().filter(id=digest).only("applied").as_pymongo().first)
+        return not (found and found.get("applied"))
 
-    def delivery_applied(self, digest):
+    def delivery_applied(self, digest: str) -> None:
         """Mark a claimed webhook body as applied: a redelivery of it is answered, not applied."""
-        guarded(self.deliveries.update_one, {"_id": digest}, {"$set": {"applied": True}})
+        guarded(self._deliveries().filter(id=digest).update_one, set__applied=True)
 
-    def apply(self, events):
+    def apply(self, events: Iterable[object]) -> int:
         """Apply Pusher webhook events; returns how many were understood."""
         done = 0
         for event in events:
@@ -103,18 +126,19 @@ class MemberDirectory:
             if not isinstance(channel, str):
                 continue
             if kind == "member_added" and isinstance(user, str):
-                guarded(self.members.update_one, {"_id": user},
-                        {"$addToSet": {"channels": channel}, "$set": {"seen": utcnow()}}, upsert=True)
+                guarded(self._members().filter(id=user).update_one, upsert=True,
+                        add_to_set__channels=channel, set__seen=utcnow())
             elif kind == "member_removed" and isinstance(user, str):
-                guarded(self.members.update_one, {"_id": user}, {"$pull": {"channels": channel}})
+                guarded(self._members().filter(id=user).update_one, pull__channels=channel)
             elif kind == "channel_vacated":
-                guarded(self.members.update_many, {"channels": channel}, {"$pull": {"channels": channel}})
+                guarded(self._members().filter(channels=channel).update, pull__channels=channel)
             elif kind != "channel_occupied":
                 continue
             done += 1
         return done
 
-    def in_channel(self, channel):
+    def in_channel(self, channel: str) -> dict[str, str]:
         """``{user_id: name}`` of those webhooks last said are in ``channel`` (name may be '')."""
-        docs = guarded(list, self.members.find({"channels": channel}, {"name": 1}).limit(500))
+        found = self._members().filter(channels=channel).only("name").limit(500).as_pymongo()
+        docs: list[dict[str, Any]] = guarded(list, found)
         return {d["_id"]: d.get("name") or "" for d in docs}

@@ -22,28 +22,30 @@ from collections import OrderedDict
 from dataclasses import replace
 from datetime import datetime
 
+from socialos_app.sessions.store import SessionRecord
+
 __all__ = ["SessionCache"]
 
 
 class SessionCache:
     """Bounded LRU of ``SessionRecord``s, trusted only while the change feed runs."""
 
-    def __init__(self, size):
+    def __init__(self, size: int) -> None:
         self.size = max(0, int(size))
-        self._entries = OrderedDict()
+        self._entries: OrderedDict[str, SessionRecord] = OrderedDict()
         self._lock = threading.Lock()
         self._trusted = False
         self._epoch = 0
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._entries)
 
     @property
-    def trusted(self):
+    def trusted(self) -> bool:
         """True while the change feed is confirmed running."""
         return self._trusted
 
-    def get(self, record_id):
+    def get(self, record_id: str) -> SessionRecord | None:
         """The cached record, or None (always None while the feed is not confirmed)."""
         with self._lock:
             if not self._trusted:
@@ -53,12 +55,12 @@ class SessionCache:
                 self._entries.move_to_end(record_id)
             return record
 
-    def snapshot(self):
+    def snapshot(self) -> int | None:
         """Take before reading the database; hand to ``put``. None: don't cache now."""
         with self._lock:
             return self._epoch if self._trusted and self.size else None
 
-    def put(self, record, snapshot):
+    def put(self, record: SessionRecord, snapshot: int | None) -> None:
         """Cache a record read since ``snapshot``, unless anything changed meanwhile."""
         if snapshot is None:
             return
@@ -71,27 +73,27 @@ class SessionCache:
                 self._entries.popitem(last=False)
 
     # -- the change feed (SessionStore.watch calls these) -----------------------------
-    def stream_up(self):
+    def stream_up(self) -> None:
         """The feed is open: every change from now on will be reported."""
         with self._lock:
             self._entries.clear()
             self._epoch += 1
             self._trusted = True
 
-    def stream_down(self):
+    def stream_down(self) -> None:
         """The feed stopped: forget everything, trust nothing until it is back."""
         with self._lock:
             self._entries.clear()
             self._epoch += 1
             self._trusted = False
 
-    def forget(self, record_id):
+    def forget(self, record_id: str) -> None:
         """A record was deleted, replaced or changed."""
         with self._lock:
             self._entries.pop(record_id, None)
             self._epoch += 1
 
-    def touched(self, record_id, accessed):
+    def touched(self, record_id: str, accessed: object) -> None:
         """Only ``accessed`` changed: the entry takes the stored value (events arrive in
         commit order, so the last one is what the database holds), without a reload."""
         with self._lock:
@@ -103,7 +105,7 @@ class SessionCache:
                     del self._entries[record_id]
             self._epoch += 1
 
-    def touched_here(self, record_id, accessed):
+    def touched_here(self, record_id: str, accessed: datetime) -> None:
         """This instance just touched a record: move the entry forward (never back) until
         the stream's own event confirms it, so concurrent requests don't touch again."""
         with self._lock:

@@ -51,11 +51,11 @@ import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from socialos_app.crypto import looks_like_token, new_token, outdated_seal
+from socialos_app.crypto import Keyring, ServerKey, looks_like_token, new_token, outdated_seal
 from socialos_app.ops import logs, metrics
 from socialos_app.sessions.cache import SessionCache
-from socialos_app.sessions.stats import LiveCounts
-from socialos_app.sessions.store import RecordExists, SessionRecord
+from socialos_app.sessions.stats import Counts, LiveCounts
+from socialos_app.sessions.store import RecordExists, SessionRecord, SessionStats, SessionStore
 from socialos_app.sessions.touches import TouchWriter
 from socialos_app.storage import StoreUnavailable, utcnow
 
@@ -74,25 +74,25 @@ class Credentials:
     token: str
     password: str
 
-    def __repr__(self):  # never print the key password
+    def __repr__(self) -> str:  # never print the key password
         return "Credentials(token=..., password=...)"
 
 
 _LENGTH = struct.Struct(">I")
 
 
-def _framed(part):
+def _framed(part: bytes) -> bytes:
     return _LENGTH.pack(len(part)) + part
 
 
-def _when(value):
+def _when(value: object) -> bytes:
     # Subtracting a naive datetime fails (TypeError) for anything but a naive datetime.
     if not isinstance(value, datetime):
         raise TypeError("not a naive datetime")
     return str((value - _EPOCH) // _MS).encode()
 
 
-def record_message(record):
+def record_message(record: SessionRecord) -> bytes:
     """The bytes a record's tag authenticates: every field but ``accessed``.
 
     Each field length-prefixed (no field can bleed into the next) and typed
@@ -115,11 +115,16 @@ def record_message(record):
         _framed(sealed), _framed(key_ref)))
 
 
-def _pack(credentials):
+def _tagged(key: ServerKey, record: SessionRecord) -> SessionRecord:
+    """``record`` with its tag under ``key``: every field but ``accessed`` authenticated."""
+    return replace(record, tag=key.record_tag(record_message(record)))
+
+
+def _pack(credentials: Credentials) -> bytes:
     return json.dumps({"t": credentials.token, "p": credentials.password, "v": SEAL_MARK}).encode()
 
 
-def _unpack(plain):
+def _unpack(plain: bytes | None) -> tuple[Credentials, bool] | None:
     """``(credentials, marked)`` from a seal's plaintext, or None."""
     if plain is None:
         return None
@@ -130,7 +135,7 @@ def _unpack(plain):
         return None
 
 
-def short_id(record_id):
+def short_id(record_id: object) -> str:
     """8 hex characters naming a record in logs (a hash of its id, never the id)."""
     return hashlib.sha256(str(record_id).encode()).hexdigest()[:8]
 
@@ -144,7 +149,8 @@ class SessionEngine:
     Every method may raise ``StoreUnavailable`` (a real database failure only).
     """
 
-    def __init__(self, store, keyring, idle_seconds, max_age_seconds, cache_size=0):
+    def __init__(self, store: SessionStore, keyring: Keyring, idle_seconds: int, max_age_seconds: int,
+                 cache_size: int = 0) -> None:
         self.store = store
         self.keyring = keyring
         self.idle = timedelta(seconds=idle_seconds)
@@ -153,14 +159,14 @@ class SessionEngine:
         self.counts = LiveCounts(self._count)
         self.touches = TouchWriter(store, self._forget)
         self._stop = threading.Event()
-        self._watcher = None
+        self._watcher: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------
-    def setup(self):
+    def setup(self) -> None:
         """Make the store's indexes (idempotent)."""
         self.store.setup(int(self.idle.total_seconds()))
 
-    def start_background(self):
+    def start_background(self) -> None:
         """Start this instance's background work: the touch writer, and the store's
         change feed in a thread (when there is a cache), so the cache can be trusted."""
         self.touches.start()
@@ -170,7 +176,7 @@ class SessionEngine:
         self._watcher = threading.Thread(target=self._watch, name="session-changes", daemon=True)
         self._watcher.start()
 
-    def stop_background(self, timeout=5.0):
+    def stop_background(self, timeout: float = 5.0) -> None:
         """Stop the feed thread (the cache is no longer trusted) and write pending touches."""
         self._stop.set()
         if self._watcher is not None:
@@ -180,16 +186,20 @@ class SessionEngine:
             self.cache.stream_down()
         self.touches.stop(timeout)
 
-    def _watch(self):
+    def _watch(self) -> None:
+        cache = self.cache
+        if cache is None:
+            return
         try:
-            self.store.watch(self.cache, self._stop)
+            self.store.watch(cache, self._stop)
         except NotImplementedError:
             pass  # a store without a feed: read through on every request
         finally:
-            self.cache.stream_down()
+            cache.stream_down()
 
     # -- one session ------------------------------------------------------------------
-    def start(self, username, name, admin, credentials, user_agent="", address=""):
+    def start(self, username: str, name: str, admin: bool, credentials: Credentials, user_agent: str = "",
+              address: str = "") -> tuple[str, SessionRecord]:
         """A new session with a fresh token (never one the browser offered): ``(token, record)``."""
         token = new_token()
         key = self.keyring.current
@@ -202,14 +212,14 @@ class SessionEngine:
             handle=secrets.token_hex(6), user_agent=(user_agent or "")[:200], address=(address or "")[:64],
             key_ref=key.seal_ref(record_id, credentials.token),
         )
-        record = replace(record, tag=key.record_tag(record_message(record)))
+        record = _tagged(key, record)
         self.store.create(record)
         return token, record
 
-    def resume(self, token):
+    def resume(self, token: str | None) -> SessionRecord | None:
         """The live, authentic record a token names, or None. Never opens the seal
         (except once for a record made before tags or under a previous key)."""
-        if not looks_like_token(token):
+        if not token or not looks_like_token(token):
             return None
         ids = self.keyring.record_ids(token)
         cache = self.cache
@@ -232,11 +242,7 @@ class SessionEngine:
         now = utcnow()
         if not record.tag:
             return self._adopt(token, record, index, now)
-        try:
-            authentic = self.keyring.check_record_tag(record_message(record), record.tag, index)
-        except TypeError:
-            authentic = False
-        if not authentic:
+        if not self._authentic(record, index):
             self._tampered(record)
             return None
         if now >= record.expires or now - record.accessed >= self.idle:
@@ -259,7 +265,7 @@ class SessionEngine:
                 cache.touched_here(record.id, now)
         return record
 
-    def credentials(self, token, record):
+    def credentials(self, token: str, record: SessionRecord) -> Credentials | None:
         """Open the record's sealed upstream key (per request; never cached), or None.
 
         A seal in an older format (``crypto.outdated_seal``) is re-sealed in the
@@ -270,20 +276,20 @@ class SessionEngine:
             self._upgrade_seal(token, record, credentials)
         return credentials
 
-    def end(self, token):
+    def end(self, token: str | None) -> bool:
         """Delete the session a token names; True when there was one."""
-        if not looks_like_token(token):
+        if not token or not looks_like_token(token):
             return False
         return any([self._destroy(rid) for rid in self.keyring.record_ids(token)])
 
     # -- a user's sessions ------------------------------------------------------------
-    def devices(self, username):
+    def devices(self, username: str) -> list[SessionRecord]:
         """The user's live sessions, newest first (authentic records only)."""
         now = utcnow()
         records = self.store.list_user(username, accessed_after=now - self.idle, expires_after=now)
         return [r for r in records if self._authentic_any(r)]
 
-    def end_devices(self, username, keep_id=None, handle=None):
+    def end_devices(self, username: str, keep_id: str | None = None, handle: str | None = None) -> list[str]:
         """End the user's sessions (all but ``keep_id``; only the one with ``handle``
         when given); the upstream key tokens of the ones ended, to revoke upstream."""
         taken = self.store.take(username, handle=handle, keep_id=keep_id)
@@ -296,48 +302,52 @@ class SessionEngine:
                     tokens.append(key_token)
         return tokens
 
-    def stats(self):
+    def stats(self) -> Counts:
         """``{"active", "users", "by_hour": {0..23: n}, "counted_at", "age", "pending"}`` over live
         sessions: counted by the store in the background, at most one count at a time
         (``stats.LiveCounts``), so /admin never waits long for a count of every session."""
         return self.counts.get()
 
-    def _count(self, timeout):
+    def _count(self, timeout: float) -> SessionStats:
         now = utcnow()
         return self.store.stats(now - self.idle, now, timeout=timeout)
 
-    def ping(self):
+    def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store answers."""
         self.store.ping()
 
     # -- internals --------------------------------------------------------------------
-    def _open(self, token, record):
+    def _open(self, token: str, record: SessionRecord) -> Credentials | None:
         unpacked = _unpack(self.keyring.open(token, record.id, record.sealed))
         return unpacked[0] if unpacked is not None else None
 
-    def _authentic_any(self, record):
-        if not record.tag:
-            return not record.key_ref  # pre-tag records: shown, though nothing vouches for them
+    def _authentic(self, record: SessionRecord, index: int | None = None) -> bool:
+        """True when the record's tag is right under the key at ``index`` of ``record_ids``
+        (any honoured key without it). A field of the wrong type is tampering, never an error."""
         try:
             message = record_message(record)
         except TypeError:
             return False
-        return self.keyring.check_record_tag(message, record.tag)
+        return self.keyring.check_record_tag(message, record.tag, index)
 
-    def _forget(self, record_id):
+    def _authentic_any(self, record: SessionRecord) -> bool:
+        if not record.tag:
+            return not record.key_ref  # pre-tag records: shown, though nothing vouches for them
+        return self._authentic(record)
+
+    def _forget(self, record_id: str) -> None:
         if self.cache is not None:
             self.cache.forget(record_id)
 
-    def _destroy(self, record_id):
+    def _destroy(self, record_id: str) -> bool:
         self._forget(record_id)
         return self.store.destroy(record_id)
 
-    def _tampered(self, record):
+    def _tampered(self, record: SessionRecord) -> None:
         self._destroy(record.id)
         logs.security_event("session_tampered", sid=short_id(record.id))
-        metrics.security("session_tampered")
 
-    def _adopt(self, token, record, index, now):
+    def _adopt(self, token: str, record: SessionRecord, index: int, now: datetime) -> SessionRecord | None:
         """A record from before tags: check it, clamp what nothing vouched for, tag it."""
         unpacked = _unpack(self.keyring.open(token, record.id, record.sealed))
         if unpacked is None or unpacked[1]:
@@ -360,21 +370,21 @@ class SessionEngine:
         key = self.keyring.current
         fresh = replace(clamped, accessed=now, sealed=key.seal(token, record.id, _pack(credentials)),
                         key_ref=key.seal_ref(record.id, credentials.token))
-        fresh = replace(fresh, tag=key.record_tag(record_message(fresh)))
+        fresh = _tagged(key, fresh)
         self._forget(record.id)
         return fresh if self.store.update(fresh) else None
 
-    def _upgrade_seal(self, token, record, credentials):
+    def _upgrade_seal(self, token: str, record: SessionRecord, credentials: Credentials) -> None:
         key = self.keyring.current
-        fresh = replace(record, sealed=key.seal(token, record.id, _pack(credentials)))
-        fresh = replace(fresh, tag=key.record_tag(record_message(fresh)))
+        fresh = _tagged(key, replace(record, sealed=key.seal(token, record.id, _pack(credentials))))
         self._forget(record.id)
         try:
             self.store.update(fresh)  # matches nothing once the session has ended: nothing revived
         except StoreUnavailable:
             pass  # the page still has its credentials; the next use tries again
 
-    def _reseal(self, token, record, credentials, now):
+    def _reseal(self, token: str, record: SessionRecord, credentials: Credentials,
+                now: datetime) -> SessionRecord | None:
         """Move a session made under a previous key to its current-key record.
 
         Safe under any concurrency, on one instance or many: the first request
@@ -388,18 +398,14 @@ class SessionEngine:
         fresh = replace(record, id=new_id, accessed=now,
                         sealed=key.seal(token, new_id, _pack(credentials)),
                         key_ref=key.seal_ref(new_id, credentials.token))
-        fresh = replace(fresh, tag=key.record_tag(record_message(fresh)))
+        fresh = _tagged(key, fresh)
         try:
             self.store.create(fresh)
         except RecordExists:
             winner = self.store.load([new_id])
             if winner is None or not winner.tag:
                 return None
-            try:
-                authentic = key.check_record_tag(record_message(winner), winner.tag)
-            except TypeError:
-                authentic = False
-            if not authentic:
+            if not self._authentic(winner, 0):  # the current key: index 0 of record_ids
                 self._tampered(winner)
                 return None
             return winner

@@ -20,10 +20,25 @@ raised (``StoreUnavailable``: a 503 page, as any database outage).
 
 import logging
 import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import TypedDict
 
+from socialos_app.sessions.store import SessionStats
 from socialos_app.storage import StoreUnavailable, utcnow
 
-__all__ = ["LiveCounts"]
+__all__ = ["Counts", "LiveCounts"]
+
+
+class Counts(TypedDict):
+    """What ``LiveCounts.get`` answers: the store's count, when it was made, how old it is."""
+
+    active: int | None
+    users: int | None
+    by_hour: dict[int, int]
+    counted_at: datetime | None
+    age: float | None
+    pending: bool
 
 log = logging.getLogger("socialos")
 
@@ -36,17 +51,18 @@ class LiveCounts:
     (True, with ``active``/``users`` None, until a first count finishes).
     """
 
-    def __init__(self, count, wait=0.1, first_wait=2.0, timeout=60.0):
+    def __init__(self, count: Callable[[float], SessionStats], wait: float = 0.1, first_wait: float = 2.0,
+                 timeout: float = 60.0) -> None:
         self._count = count
         self.wait = wait
         self.first_wait = first_wait
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._running = None   # threading.Event of the count in flight
-        self._last = None      # the last finished count
-        self._error = None     # the last count's failure, if it failed
+        self._running: threading.Event | None = None   # the count in flight
+        self._last: Counts | None = None                # the last finished count
+        self._error: StoreUnavailable | None = None     # the last count's failure, if it failed
 
-    def get(self):
+    def get(self) -> Counts:
         """The newest count available within ``wait`` (see the module's docstring)."""
         with self._lock:
             running = self._running
@@ -59,16 +75,20 @@ class LiveCounts:
         with self._lock:
             last, error = self._last, self._error
         if last is not None:
-            return {**last, "age": (utcnow() - last["counted_at"]).total_seconds()}
+            counted_at = last["counted_at"] or utcnow()
+            return {**last, "age": (utcnow() - counted_at).total_seconds()}
         if error is not None and running.is_set():
             raise error
         return {"active": None, "users": None, "by_hour": {h: 0 for h in range(24)},
                 "counted_at": None, "age": None, "pending": True}
 
-    def _run(self, done):
-        result, error = None, None
+    def _run(self, done: threading.Event) -> None:
+        result: Counts | None = None
+        error: StoreUnavailable | None = None
         try:
-            result = {**self._count(self.timeout), "counted_at": utcnow(), "pending": False}
+            counted = self._count(self.timeout)
+            result = {"active": counted["active"], "users": counted["users"], "by_hour": counted["by_hour"],
+                      "counted_at": utcnow(), "age": 0.0, "pending": False}
         except StoreUnavailable as exc:
             error = exc
         except Exception:  # noqa: BLE001 - a bug in counting must not stop every later count

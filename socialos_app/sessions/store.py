@@ -6,11 +6,16 @@ passes in. ``engine.SessionEngine`` holds every rule. ``tests/test_store_contrac
 runs one suite of tests against every backend (MongoDB and in-memory).
 """
 
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol, Self, TypedDict
 
-__all__ = ["RecordExists", "SessionRecord", "SessionStore"]
+from socialos_app.settings import Settings
+
+__all__ = ["ChangeListener", "RecordExists", "SessionRecord", "SessionStats", "SessionStore"]
 
 
 class RecordExists(Exception):
@@ -42,72 +47,104 @@ class SessionRecord:
     tag: bytes = field(default=b"", repr=False)
 
 
+class SessionStats(TypedDict):
+    """``SessionStore.stats``: live records, distinct users, records by the hour they were created."""
+
+    active: int
+    users: int
+    by_hour: dict[int, int]
+
+
+class ChangeListener(Protocol):
+    """What a store's change feed (``SessionStore.watch``) tells; ``sessions.cache.SessionCache`` listens."""
+
+    def stream_up(self) -> None:
+        """The feed is open: every later change is sure to be reported."""
+
+    def stream_down(self) -> None:
+        """The feed stopped (an error, a restart, lost history): nothing reported may be trusted."""
+
+    def forget(self, record_id: str) -> None:
+        """A record was deleted, replaced or changed in any way but its ``accessed``."""
+
+    def touched(self, record_id: str, accessed: object) -> None:
+        """Only ``accessed`` changed, to ``accessed`` (as stored: a datetime unless tampered with)."""
+
+
 class SessionStore(ABC):
-    """Where sessions live. Every method may raise ``db.StoreUnavailable``, and only
-    for a real failure of the backend (never for a missing or duplicate record)."""
+    """Where sessions live. Every method may raise ``storage.StoreUnavailable``, and only
+    for a real failure of the backend (never for a missing or duplicate record).
+
+    A backend is one module in ``sessions/backends/`` and one line in its
+    ``BACKENDS`` table, which ``SESSION_STORE`` picks from."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        """The store made from the settings, as ``backends.get_store`` makes it; no I/O here."""
+        return cls()
 
     @abstractmethod
-    def setup(self, idle_seconds):
+    def setup(self, idle_seconds: int) -> None:
         """Create what the backend needs (indexes; records idle for ``idle_seconds``
         may be removed by the backend itself). Idempotent; a changed
         ``idle_seconds`` takes effect."""
 
     @abstractmethod
-    def create(self, record):
+    def create(self, record: SessionRecord) -> None:
         """Store a new record, durably (it survives a crash once this returns).
         Raise ``RecordExists`` if a record with its id is already stored."""
 
     @abstractmethod
-    def load(self, ids):
+    def load(self, ids: Sequence[str]) -> SessionRecord | None:
         """The stored record whose id is one of ``ids`` (one round trip), or None."""
 
     @abstractmethod
-    def update(self, record):
+    def update(self, record: SessionRecord) -> bool:
         """Replace every field of the stored record with ``record.id``; True if it
         was there (False: nothing stored, nothing written)."""
 
     @abstractmethod
-    def touch(self, record_id, accessed):
+    def touch(self, record_id: str, accessed: datetime) -> None:
         """Set only ``accessed`` of one record (no error if it is gone)."""
 
-    def touch_many(self, touches):
+    def touch_many(self, touches: Mapping[str, datetime]) -> None:
         """``touch`` each of ``{record_id: accessed}`` (a backend may do it in one round trip)."""
         for record_id, accessed in touches.items():
             self.touch(record_id, accessed)
 
     @abstractmethod
-    def destroy(self, record_id):
+    def destroy(self, record_id: str) -> bool:
         """Delete one record, durably; True when it existed."""
 
     @abstractmethod
-    def take(self, username, handle=None, keep_id=None):
+    def take(self, username: str, handle: str | None = None,
+             keep_id: str | None = None) -> list[SessionRecord]:
         """Delete a user's records, durably (only the one with ``handle`` when
         given; never ``keep_id``) and return the records deleted."""
 
     @abstractmethod
-    def list_user(self, username, accessed_after=None, expires_after=None, limit=50):
+    def list_user(self, username: str, accessed_after: datetime | None = None,
+                  expires_after: datetime | None = None, limit: int = 50) -> list[SessionRecord]:
         """A user's records, newest ``created`` first, at most ``limit``; only those
         with ``accessed > accessed_after`` and ``expires > expires_after`` when given."""
 
     @abstractmethod
-    def stats(self, accessed_after, expires_after, timeout=None):
+    def stats(self, accessed_after: datetime, expires_after: datetime,
+              timeout: float | None = None) -> SessionStats:
         """Over records with ``accessed > accessed_after`` and ``expires > expires_after``:
         ``{"active": N, "users": distinct usernames, "by_hour": {0..23: N by created hour}}``.
         Computed by the backend without returning the records, within ``timeout``
         seconds when given (a background count may take longer than a page may)."""
 
     @abstractmethod
-    def ping(self):
+    def ping(self) -> None:
         """Return when the backend answers; raise ``StoreUnavailable`` otherwise."""
 
-    def watch(self, listener, stop):
+    def watch(self, listener: ChangeListener, stop: threading.Event) -> None:
         """Optional change feed, run in the caller's thread until ``stop`` (an Event) is set.
 
-        Tells ``listener`` (``sessions.cache.SessionCache``): ``stream_up()``
-        once every later change is sure to be reported; ``stream_down()`` when
-        that stops being so; ``touched(id, accessed)`` when only ``accessed``
-        changed; ``forget(id)`` for any other change to a record. A backend
-        without a feed raises ``NotImplementedError``: the engine then reads
-        through on every request.
+        Tells ``listener`` (a ``ChangeListener``) of every change to a stored
+        record, and whether the feed is up. A backend without a feed raises
+        ``NotImplementedError``: the engine then reads through on every request.
         """
         raise NotImplementedError

@@ -21,7 +21,10 @@ caller writes inline.
 
 import logging
 import threading
+from collections.abc import Callable
+from datetime import datetime
 
+from socialos_app.sessions.store import SessionStore
 from socialos_app.storage import StoreUnavailable
 
 __all__ = ["TouchWriter"]
@@ -32,17 +35,18 @@ log = logging.getLogger("socialos")
 class TouchWriter:
     """One background thread writing queued touches with ``store.touch_many``."""
 
-    def __init__(self, store, on_failure, limit=10_000, gather=1.0):
+    def __init__(self, store: SessionStore, on_failure: Callable[[str], None], limit: int = 10_000,
+                 gather: float = 1.0) -> None:
         self._store = store
         self._gather = gather
         self._on_failure = on_failure
         self._limit = limit
-        self._pending = {}  # record id -> accessed, insertion-ordered
+        self._pending: dict[str, datetime] = {}  # record id -> accessed, insertion-ordered
         self._cond = threading.Condition()
-        self._thread = None
+        self._thread: threading.Thread | None = None
         self._running = False
 
-    def start(self):
+    def start(self) -> None:
         """Start writing in the background (idempotent)."""
         with self._cond:
             if self._running:
@@ -51,7 +55,7 @@ class TouchWriter:
             self._thread = threading.Thread(target=self._run, name="session-touches", daemon=True)
             self._thread.start()
 
-    def stop(self, timeout=5.0):
+    def stop(self, timeout: float = 5.0) -> None:
         """Write what is waiting, then stop; touches go inline again."""
         with self._cond:
             self._running = False
@@ -60,7 +64,12 @@ class TouchWriter:
         if thread is not None:
             thread.join(timeout)
 
-    def touch(self, record_id, accessed):
+    @property
+    def backlog(self) -> int:
+        """Touches waiting to be written (``socialos_session_touch_backlog``)."""
+        return len(self._pending)
+
+    def touch(self, record_id: str, accessed: datetime) -> bool:
         """Queue a touch; False when the caller should write it itself."""
         with self._cond:
             if not self._running or (len(self._pending) >= self._limit and record_id not in self._pending):
@@ -69,7 +78,7 @@ class TouchWriter:
             self._cond.notify()
             return True
 
-    def _run(self):
+    def _run(self) -> None:
         while True:
             with self._cond:
                 while self._running and not self._pending:

@@ -1,14 +1,18 @@
-"""An in-memory session backend: one process, nothing durable.
+"""An in-memory session backend: one process, nothing durable (``SESSION_STORE=memory``).
 
-For tests and single-process experiments (the contract suite runs against
-it and the MongoDB store alike); sessions vanish with the process and are
-not shared between instances, so production uses ``mongo.MongoSessionStore``.
+For tests and single-process runs (the contract suite runs against it and
+the MongoDB store alike); sessions vanish with the process and are not
+shared between instances, so production uses ``mongo.MongoSessionStore``.
+The app's sign-in throttle and presence directory still use MongoDB.
+There is no change feed: nothing is cached in front of it (none is needed).
 """
 
 import threading
+from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime
 
-from socialos_app.sessions.store import RecordExists, SessionStore
+from socialos_app.sessions.store import RecordExists, SessionRecord, SessionStats, SessionStore
 
 __all__ = ["MemorySessionStore"]
 
@@ -18,20 +22,20 @@ class MemorySessionStore(SessionStore):
     engine enforces idle and absolute expiry on every read, and lists and
     counts pass the live bounds in."""
 
-    def __init__(self):
-        self._records = {}
+    def __init__(self) -> None:
+        self._records: dict[str, SessionRecord] = {}
         self._lock = threading.Lock()
 
-    def setup(self, idle_seconds):
+    def setup(self, idle_seconds: int) -> None:
         """Nothing to make: no indexes, and no removal by age (see the class)."""
 
-    def create(self, record):
+    def create(self, record: SessionRecord) -> None:
         with self._lock:
             if record.id in self._records:
                 raise RecordExists(record.id)
             self._records[record.id] = record
 
-    def load(self, ids):
+    def load(self, ids: Sequence[str]) -> SessionRecord | None:
         with self._lock:
             for record_id in ids:
                 record = self._records.get(record_id)
@@ -39,25 +43,25 @@ class MemorySessionStore(SessionStore):
                     return record
         return None
 
-    def update(self, record):
+    def update(self, record: SessionRecord) -> bool:
         with self._lock:
             if record.id not in self._records:
                 return False
             self._records[record.id] = record
             return True
 
-    def touch(self, record_id, accessed):
+    def touch(self, record_id: str, accessed: datetime) -> None:
         with self._lock:
             record = self._records.get(record_id)
             if record is not None:
                 # Frozen records: a touched one is a copy with only ``accessed`` changed.
                 self._records[record_id] = replace(record, accessed=accessed)
 
-    def destroy(self, record_id):
+    def destroy(self, record_id: str) -> bool:
         with self._lock:
             return self._records.pop(record_id, None) is not None
 
-    def take(self, username, handle=None, keep_id=None):
+    def take(self, username: str, handle: str | None = None, keep_id: str | None = None) -> list[SessionRecord]:
         with self._lock:
             gone = [r for r in self._records.values()
                     if r.username == username and r.id != keep_id and (handle is None or r.handle == handle)]
@@ -65,7 +69,8 @@ class MemorySessionStore(SessionStore):
                 del self._records[record.id]
         return gone
 
-    def _live(self, username=None, accessed_after=None, expires_after=None):
+    def _live(self, username: str | None = None, accessed_after: datetime | None = None,
+              expires_after: datetime | None = None) -> list[SessionRecord]:
         with self._lock:
             records = list(self._records.values())
         return [r for r in records
@@ -73,18 +78,20 @@ class MemorySessionStore(SessionStore):
                 and (accessed_after is None or r.accessed > accessed_after)
                 and (expires_after is None or r.expires > expires_after)]
 
-    def list_user(self, username, accessed_after=None, expires_after=None, limit=50):
+    def list_user(self, username: str, accessed_after: datetime | None = None,
+                  expires_after: datetime | None = None, limit: int = 50) -> list[SessionRecord]:
         found = self._live(username, accessed_after, expires_after)
         found.sort(key=lambda r: r.created, reverse=True)
         return found[:limit]
 
-    def stats(self, accessed_after, expires_after, timeout=None):
+    def stats(self, accessed_after: datetime, expires_after: datetime,
+              timeout: float | None = None) -> SessionStats:
         live = self._live(None, accessed_after, expires_after)
         by_hour = {h: 0 for h in range(24)}
         for record in live:
             by_hour[record.created.hour] += 1
         return {"active": len(live), "users": len({r.username for r in live}), "by_hour": by_hour}
 
-    def ping(self):
+    def ping(self) -> None:
         return None
 
