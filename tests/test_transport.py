@@ -8,9 +8,12 @@ behaviour the test switches. Waiting is done by polling with a deadline;
 the circuit breaker's clock is driven by hand.
 """
 
+import email.utils
+import json
 import socket
 import threading
 import time
+import tracemalloc
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -18,10 +21,10 @@ import requests
 
 from socialos_app.ops import metrics
 from socialos_app.settings import Settings
-from socialos_app.upstream.errors import UpstreamError, UpstreamUnavailable
+from socialos_app.upstream.errors import AnswerTooLarge, Unauthorized, UpstreamError, UpstreamUnavailable, explain
 from socialos_app.upstream.pusher import Pusher
 from socialos_app.upstream.socialos import Client, SocialOS
-from socialos_app.upstream.transport import DEFAULT_TIMEOUT, CircuitBreaker, Transport
+from socialos_app.upstream.transport import DEFAULT_TIMEOUT, MAX_ENDPOINTS, CircuitBreaker, Transport, clean
 from support import free_port, wait_for
 
 FAST = (1.0, 0.3)  # (connect, read): a never-answering server costs 0.3 s a call
@@ -60,6 +63,9 @@ class Switchable(BaseHTTPRequestHandler):
             srv.in_flight += 1
         try:
             mode = srv.mode
+            if mode == "script":  # the test's own answer (framed so that the connection can be kept)
+                srv.script(self)
+                return
             if mode == "silent":
                 srv.stopping.wait(30)
                 self.close_connection = True
@@ -241,7 +247,8 @@ def test_both_clients_share_one_pooled_connection(upstream):
 def test_the_transport_is_built_from_the_settings_and_handed_to_both_clients():
     settings = Settings(thread_pool=40, upstream_connect_timeout=1.5, upstream_read_timeout=4.0,
                         api_url="http://127.0.0.1:9/api", admin_url="http://127.0.0.1:9/admin",
-                        admin_user="admin", admin_password="admin-pw", pusher_app_id="1", pusher_key="k", pusher_secret="s", pusher_host="127.0.0.1")
+                        admin_user="admin", admin_password="admin-pw",
+                        pusher_app_id="1", pusher_key="k", pusher_secret="s", pusher_host="127.0.0.1")
     transport = Transport.from_settings(settings)
     assert transport.pool_size == 40 and transport.timeout == (1.5, 4.0)
     assert transport.session.get_adapter("https://x/").poolmanager.connection_pool_kw["maxsize"] == 40
@@ -440,3 +447,203 @@ def test_plain_requests_sessions_can_be_given(upstream):
         transport = Transport(session=session)
         assert transport.session is session
         assert Client(upstream.url, "u", "p", transport=transport).get() == {"ok": True}
+
+
+# -- every call bounded as a whole: one deadline, one size limit ---------------------------
+def trickle(data, every, stop):
+    """A script writing ``data`` a byte at a time, ``every`` seconds apart, until ``stop`` is set."""
+    def script(handler):
+        for byte in data:
+            if stop.wait(every):
+                return
+            try:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+            except OSError:
+                return
+    return script
+
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_an_upstream_trickling_its_answer_is_cut_at_the_deadline(upstream, where):
+    """Each byte comes well inside the read timeout, so requests alone would wait for ever."""
+    stop = upstream.stopping
+    if where == "headers":
+        upstream.script = trickle(HEAD, 0.1, stop)
+    else:
+        def script(handler):
+            handler.wfile.write(HEAD + b'{"names": ["')
+            handler.wfile.flush()
+            trickle(b"a" * 100000, 0.1, stop)(handler)
+        upstream.script = script
+    upstream.mode = "script"
+    user, pusher = clients(upstream.url, Transport(), timeout=(0.5, 0.6))  # a call: 1.1 s in all
+    for call in (lambda: user.get("user", "demo"), lambda: pusher.channels()):
+        error, elapsed = unavailable(call)
+        assert error.reason == "timeout" and error.message.startswith("did not answer in time")
+        assert 1.0 < elapsed < 1.6, elapsed
+
+
+def test_an_answer_over_the_size_limit_is_refused_unread(upstream):
+    sent = []
+
+    def endless(handler):  # no Content-Length: the body runs until the connection closes
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n")
+        block = b'["' + b"x" * 65530 + b'"]'
+        try:
+            for _ in range(3200):  # 200 MiB if anyone read it all
+                handler.wfile.write(block)
+                sent.append(len(block))
+        except OSError:
+            pass
+
+    upstream.mode, upstream.script = "script", endless
+    transport = Transport(max_bytes=1 << 20, timeout=(1, 5))
+    user, pusher = clients(upstream.url, transport, timeout=None)
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(AnswerTooLarge) as caught:
+            user.get("user", "demo")
+        elapsed = time.monotonic() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    error = caught.value
+    assert error.status is None and error.service == "socialos" and error.limit == 1 << 20
+    assert "larger than 1048576 bytes" in error.message
+    assert explain(error) == "The Social OS API sent an answer too large to read."
+    assert elapsed < 2, elapsed
+    assert peak < 4 << 20, peak  # a few times the limit at most, never the 200 MiB offered
+    wait_for(lambda: upstream.in_flight == 0, 5, "the server to notice the closed connection")
+    assert sum(sent) < 32 << 20  # we hung up: the rest was never sent
+
+    # A declared length over the limit is refused before a byte of the body is read.
+    def declared(handler):
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 209715200\r\n\r\n[")
+        handler.wfile.flush()
+        upstream.stopping.wait(5)
+
+    upstream.script = declared
+    error, elapsed = None, time.monotonic()
+    with pytest.raises(AnswerTooLarge):
+        pusher.channels()
+    assert time.monotonic() - elapsed < 1
+    # Both answered: neither breaker counts it as trouble.
+    assert transport.breaker("socialos", "GET user").state == transport.breaker("pusher", "GET channels").state \
+        == "closed"
+
+
+def test_an_answer_within_the_limit_is_read_whole(upstream):
+    big = json.dumps({"names": ["n" * 1000] * 900}).encode()  # ~0.9 MB, in many chunks
+
+    def script(handler):
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n" % len(big) + big)
+
+    upstream.mode, upstream.script = "script", script
+    user, _ = clients(upstream.url, Transport(max_bytes=len(big)))
+    assert len(user.get("user")["names"]) == 900
+
+
+# -- one endpoint's trouble is its own ----------------------------------------------------
+def test_a_timing_out_search_never_opens_the_breaker_for_sign_in_or_profiles(upstream):
+    """The search endpoint holds; keys and profiles answer at once, before and after."""
+    def script(handler):
+        if handler.command == "SEARCH":
+            upstream.stopping.wait(30)
+            return
+        handler._send(200, "application/json", b'{"token": "t", "password": "p", "expires": "e"}')
+
+    upstream.mode, upstream.script = "script", script
+    transport = Transport(failures_to_open=3)
+    api = SocialOS(f"{upstream.url}/api", transport=transport, timeout=(1, 0.3))
+    searcher = api.user("mallory", "key-pw")
+    for _ in range(5):
+        with pytest.raises(UpstreamUnavailable):
+            searcher.search("user", params={"q": "a"})
+    assert transport.breaker("socialos", "SEARCH user").state == "open"
+    error, elapsed = unavailable(lambda: searcher.search("user", params={"q": "a"}))
+    assert error.reason == "circuit_open" and elapsed < 0.1
+    # Everyone else signs in and reads profiles as if nothing happened.
+    assert api.create_key("carol", "carol-pw", ttl=60)["token"] == "t"
+    assert api.user("carol", "p").get("user", "carol")["token"] == "t"
+    assert transport.state()["socialos"]["circuits"] == {"SEARCH user": "open", "POST key": "closed",
+                                                         "GET user": "closed"}
+
+
+def test_endpoints_per_service_are_bounded():
+    transport = Transport()
+    for n in range(MAX_ENDPOINTS + 10):
+        transport.breaker("socialos", f"GET part{n}")
+    assert len(transport.state()["socialos"]["circuits"]) == MAX_ENDPOINTS + 1  # the rest share "*"
+
+
+# -- text from upstreams, cleaned where it enters -----------------------------------------
+def test_lone_surrogates_and_control_characters_never_get_past_the_decoder(upstream):
+    raw = (b'{"name": "Ad\\ud800a", "bio": "tab\\tnew\\nline\\r\\u0000\\u001b[31m\\u0085", '
+           b'"emoji": "\\ud83d\\ude00", "\\udfffkey": ["\\udc00", {"deep": "\\u007f"}], "n": 1}')
+
+    def script(handler):
+        handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n" % len(raw) + raw)
+
+    upstream.mode, upstream.script = "script", script
+    user, _ = clients(upstream.url, Transport())
+    profile = user.get("user", "ada")
+    assert profile == {"name": "Ad\ufffda", "bio": "tab\tnew\nline\ufffd\ufffd\ufffd[31m\ufffd",
+                       "emoji": "\U0001F600", "\ufffdkey": ["\ufffd", {"deep": "\ufffd"}], "n": 1}
+    json.dumps(profile, ensure_ascii=False).encode("utf-8")  # encodes: nothing left to fail on
+
+
+def test_clean_leaves_good_text_alone():
+    value = {"a": ["é", "漢字", "\U0001F600", 1, 2.5, None, True], "b": "tab\tline\n"}
+    assert clean(value) == value
+    assert clean("\ud800\udc00") == "\ufffd\ufffd"  # two halves in a str (not joined by a parser) are two
+
+
+# -- errors say who, and when to come back -------------------------------------------------
+@pytest.mark.parametrize("header, expected", [("7", 7.0), ("0", 0.0), ("99999999", 86400.0),
+                                              ("soon", None), (None, None)])
+def test_retry_after_is_carried_in_seconds(upstream, header, expected):
+    def script(handler):
+        handler.send_response(429)
+        if header is not None:
+            handler.send_header("Retry-After", header)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    upstream.mode, upstream.script = "script", script
+    user, pusher = clients(upstream.url, Transport())
+    for call in (lambda: user.get("user"), lambda: pusher.channels()):
+        with pytest.raises(UpstreamError) as caught:
+            call()
+        assert caught.value.status == 429 and caught.value.retry_after == expected
+
+
+def test_retry_after_as_a_date(upstream):
+    when = email.utils.formatdate(time.time() + 120, usegmt=True)
+
+    def script(handler):
+        handler.send_response(503)
+        handler.send_header("Retry-After", when)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    upstream.mode, upstream.script = "script", script
+    user, _ = clients(upstream.url, Transport())
+    with pytest.raises(UpstreamError) as caught:
+        user.post("thing")  # a POST: not retried, so the 503 comes back as it was
+    assert 110 <= caught.value.retry_after <= 121
+
+
+def test_every_error_must_name_its_service():
+    with pytest.raises(TypeError):
+        Unauthorized("no key")  # type: ignore[call-arg]
+    with pytest.raises(ValueError):
+        Unauthorized("no key", service="")
+    assert Unauthorized("gone", service="pusher").label == "Pusher"
