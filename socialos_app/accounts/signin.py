@@ -8,12 +8,17 @@ the work.
 
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Protocol
 
+from socialos_app.accounts.throttle import LoginThrottle
 from socialos_app.ops import metrics
 from socialos_app.ops.logs import security_event
-from socialos_app.sessions import Credentials
+from socialos_app.sessions import Credentials, SessionEngine, SessionRecord
+from socialos_app.settings import Settings
 from socialos_app.upstream.errors import Unauthorized, UpstreamError
+from socialos_app.upstream.socialos import SocialOS
 
 __all__ = ["WrongCredentials", "Throttled", "sign_in", "sign_out", "end_devices", "end_user", "stop"]
 
@@ -28,10 +33,30 @@ REVOKE_WAIT = 2.0
 _revokers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="revoke")
 
 
-def stop():
+def stop() -> None:
     """At engine stop: drop revocations not yet started (their keys lapse by TTL) so
     the process exits at once."""
     _revokers.shutdown(wait=False, cancel_futures=True)
+
+
+class Services(Protocol):
+    """What signing in and out uses of the app's services (``web.services.Services`` has them)."""
+
+    settings: Settings
+    engine: SessionEngine
+    socialos: SocialOS
+    throttle: LoginThrottle
+
+
+class SignedIn(Protocol):
+    """What signing out uses of a signed-in request (``web.tools.SignedIn`` is one)."""
+
+    username: str
+    token: str
+    record: SessionRecord
+
+    @property
+    def credentials(self) -> Credentials | None: ...
 
 
 class WrongCredentials(Exception):
@@ -41,12 +66,13 @@ class WrongCredentials(Exception):
 class Throttled(Exception):
     """Too many attempts lately: try again in ``wait`` seconds."""
 
-    def __init__(self, wait):
+    def __init__(self, wait: int) -> None:
         super().__init__(f"try again in {wait} s")
         self.wait = wait
 
 
-def sign_in(services, username, password, *, user_agent="", address="", old_token=None):
+def sign_in(services: Services, username: object, password: object, *, user_agent: str = "", address: str = "",
+            old_token: str | None = None) -> tuple[str, SessionRecord]:
     """Check the password upstream and start a fresh session: ``(token, record)``.
 
     A token the browser offered (``old_token``) never survives sign-in, so a
@@ -98,23 +124,23 @@ def sign_in(services, username, password, *, user_agent="", address="", old_toke
     return token, record
 
 
-def _revoke(services, username, key_password, key_tokens):
+def _revoke(services: Services, username: str, key_password: str, key_tokens: Iterable[str]) -> None:
     """Revoke upstream keys with the caller's own key; wait at most ``REVOKE_WAIT``."""
-    def one(key_token):
+    def one(key_token: str) -> None:
         try:
             services.socialos.revoke_key(username, key_token, key_password)
         except UpstreamError as exc:
             log.warning("an ended device's upstream key was not revoked (%s); it expires by its TTL",
                         type(exc).__name__)
     try:
-        futures = [_revokers.submit(one, t) for t in key_tokens if t]
+        futures: list[Future[None]] = [_revokers.submit(one, t) for t in key_tokens if t]
     except RuntimeError:  # the server is stopping: the keys lapse by their TTL
         return
     if futures:
         wait(futures, timeout=REVOKE_WAIT)
 
 
-def sign_out(services, signed_in):
+def sign_out(services: Services, signed_in: SignedIn) -> None:
     """Revoke this session's upstream key (best effort) and end the session."""
     credentials = signed_in.credentials
     if credentials is not None:
@@ -123,7 +149,7 @@ def sign_out(services, signed_in):
     log.info("signed out user=%s", signed_in.username)
 
 
-def end_devices(services, signed_in, handle=None):
+def end_devices(services: Services, signed_in: SignedIn, handle: str | None = None) -> int:
     """End one of the user's other devices (``handle``) or all of them; the count.
 
     Their upstream keys are revoked with this session's key, within a bounded
@@ -140,7 +166,7 @@ def end_devices(services, signed_in, handle=None):
     return len(key_tokens)
 
 
-def end_user(services, username, by=""):
+def end_user(services: Services, username: str, by: str = "") -> int:
     """An administrator ends every session of ``username``; the count.
 
     Their upstream keys can't be revoked from here (no key of theirs is at
