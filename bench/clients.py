@@ -13,9 +13,9 @@ import time
 
 import requests
 
-from socialos_app.upstream import transport as shared_http
 from socialos_app.upstream.pusher import Pusher
 from socialos_app.upstream.socialos import SocialOS
+from socialos_app.upstream.transport import Transport
 
 from .procs import PUSHER_APP
 
@@ -59,7 +59,7 @@ def _compare(pooled_call, fresh_call, seconds, rounds, stats):
 
 def compare_api(tls, seconds=2.5, rounds=3):
     """``GET /api/user/demo`` as demo with an API key, pooled vs fresh."""
-    transport = shared_http.Transport(4, verify=tls.ca_path)
+    transport = Transport(4, verify=tls.ca_path)
     api, admin = f"{tls.api_base}/api", f"{tls.api_base}/admin"
     pooled = SocialOS(api, admin, "admin", "admin", transport=transport)
     key = pooled.create_key("demo", "demo", ttl=3600)
@@ -71,7 +71,7 @@ def compare_api(tls, seconds=2.5, rounds=3):
     def fresh_call():
         with _fresh_session(tls.ca_path) as s:
             c = SocialOS(api, admin, "admin", "admin",
-                         transport=shared_http.Transport(session=s)).user("demo", key["password"])
+                         transport=Transport(session=s)).user("demo", key["password"])
             assert c.get("user", "demo")["username"] == "demo"
 
     try:
@@ -83,7 +83,7 @@ def compare_api(tls, seconds=2.5, rounds=3):
 
 def compare_pusher(tls, seconds=2.5, rounds=3):
     """``GET /apps/demo/channels/presence-lobby`` (signed), pooled vs fresh."""
-    transport = shared_http.Transport(4, verify=tls.ca_path)
+    transport = Transport(4, verify=tls.ca_path)
     app = (PUSHER_APP["PUSHER_APP_ID"], PUSHER_APP["PUSHER_KEY"], PUSHER_APP["PUSHER_SECRET"])
     pooled = Pusher(*app, tls.pusher_base, transport=transport)
 
@@ -92,7 +92,7 @@ def compare_pusher(tls, seconds=2.5, rounds=3):
 
     def fresh_call():
         with _fresh_session(tls.ca_path) as s:
-            fresh = Pusher(*app, tls.pusher_base, transport=shared_http.Transport(session=s))
+            fresh = Pusher(*app, tls.pusher_base, transport=Transport(session=s))
             assert "occupied" in fresh.channel_info("presence-lobby")
 
     try:

@@ -185,9 +185,12 @@ class _Watchdog:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="upstream-deadlines", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._heap[0][2] is call:  # sooner than what it sleeps for (rare: deadlines mostly grow)
+                self._cond.notify()
 
     def _run(self) -> None:
+        # Calls that finished are dropped as they reach the top of the heap, without
+        # waiting for their deadline; it wakes up only for a call still running then.
         while True:
             with self._cond:
                 while not self._heap:
