@@ -7,6 +7,7 @@ each check polls /metrics (with a deadline) until the counts arrive and then
 requires them to be exact.
 """
 
+import json
 import re
 import secrets
 import subprocess
@@ -19,7 +20,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import sign_in
-from support import ROOT
+from socialos_app.ops.metrics import SECURITY_EVENTS
+from support import ROOT, App, Database, app_env, wait_for
 
 TIMEOUT = 10
 DEADLINE = 5.0
@@ -205,17 +207,45 @@ def test_sign_in_outcomes_are_counted(app):
 
 
 def test_security_events_are_counted_by_name(app):
+    """Every kind the log writes is a series from the start; each event counted once."""
+    before = parse(scrape(app))
+    for event in SECURITY_EVENTS:
+        assert ("socialos_security_events_total", (("event", event),)) in before, event
     session, answer = sign_in(app)
     assert answer.status_code == 303
-    before = parse(scrape(app))
     refused = session.post(app.url("/devices"), data={"everywhere": "1"}, allow_redirects=False,
                            timeout=TIMEOUT)  # no CSRF token
     assert refused.status_code == 403
+    _, answer = sign_in(app, "nobody-" + secrets.token_hex(4), "wrong")
+    assert answer.status_code == 200
+
+    def moved(s, event):
+        return (value(s, "socialos_security_events_total", event=event)
+                - value(before, "socialos_security_events_total", event=event))
 
     def counted(s):
-        return (value(s, "socialos_security_events_total", event="csrf_refused")
-                - value(before, "socialos_security_events_total", event="csrf_refused")) == 1
-    assert counted(poll(app, counted))
+        return moved(s, "csrf_refused") == 1 and moved(s, "sign_in_failed") == 1
+    after = poll(app, counted)
+    assert counted(after)
+    assert moved(after, "session_tampered") == 0
+
+
+def test_a_wrong_password_is_a_sign_in_outcome_not_an_upstream_error(app):
+    """A guessing burst must not fire an upstream-error alert: the upstream answered, correctly."""
+    before = parse(scrape(app))
+    for _ in range(3):
+        _, answer = sign_in(app, "nobody-" + secrets.token_hex(4), "wrong")
+        assert answer.status_code == 200
+
+    def done(s):
+        return (value(s, "socialos_sign_ins_total", outcome="wrong")
+                - value(before, "socialos_sign_ins_total", outcome="wrong")) == 3
+    after = poll(app, done)
+    assert done(after)
+    assert value(after, "socialos_upstream_requests_total", service="socialos", outcome="Unauthorized") - value(
+        before, "socialos_upstream_requests_total", service="socialos", outcome="Unauthorized") == 3
+    errors = {dict(labels)["error"] for (name, labels) in after if name == "socialos_upstream_errors_total"}
+    assert "Unauthorized" not in errors
 
 
 def test_live_sessions_come_from_the_session_engine(start_app):
@@ -260,3 +290,130 @@ def test_metrics_page_answers_each_format_a_scraper_asks_for(app, accept):
     else:
         assert parse(answer.text)
     assert requests.post(app.url("/metrics"), timeout=TIMEOUT).status_code == 405
+
+
+# -- the instance's state, read at scrape time -----------------------------------------------
+def test_the_state_an_operator_alerts_on_is_exported(app):
+    session, answer = sign_in(app)
+    assert answer.status_code == 303
+    assert session.get(app.url("/dashboard"), allow_redirects=False, timeout=TIMEOUT).status_code == 200
+    samples = poll(app, lambda s: value(s, "socialos_session_cache_trusted") == 1)
+    assert value(samples, "socialos_database_up") == 1
+    assert value(samples, "socialos_session_cache_trusted") == 1
+    assert value(samples, "socialos_session_cache_entries") >= 1
+    assert value(samples, "socialos_session_cache_capacity") >= value(samples, "socialos_session_cache_entries")
+    threads = value(samples, "socialos_server_threads")
+    assert threads >= 1 and 1 <= value(samples, "socialos_server_threads_busy") <= threads  # the scrape's own
+    assert ("socialos_server_queue", ()) in samples
+    assert ("socialos_session_touch_backlog", ()) in samples
+    pools = {dict(labels)["server"]: v for (name, labels), v in samples.items()
+             if name == "socialos_mongo_pool_in_use"}
+    assert pools and all(v >= 0 for v in pools.values())
+    assert all(value(samples, "socialos_mongo_pool_max", server=server) >= 1 for server in pools)
+    circuits = {labels: v for (name, labels), v in samples.items() if name == "socialos_upstream_circuit_open"}
+    assert circuits and set(circuits.values()) == {0}
+    assert all(dict(labels)["service"] in ("socialos", "socialos-admin", "pusher") for labels in circuits)
+    assert value(samples, "socialos_upstream_in_flight", service="socialos") == 0
+    assert value(samples, "socialos_upstream_in_flight_limit") >= 1
+    info = [dict(labels) for (name, labels) in samples if name == "socialos_build_info"]
+    assert len(info) == 1 and info[0]["version"] and info[0]["python"].startswith("3.")
+    text = scrape(app)
+    assert "max(), never sum()" in text  # cluster-wide gauges say how to aggregate them
+
+
+# -- each fault, then its log line and its metric -------------------------------------------------
+@pytest.fixture(scope="module")
+def mydb():
+    database = Database().start()
+    yield database
+    database.cleanup()
+
+
+@pytest.fixture(scope="module")
+def fault_app(mydb, sandbox):
+    server = App(app_env(mydb, sandbox, LOG_FORMAT="json", LOG_LEVEL="INFO", UPSTREAM_READ_TIMEOUT="0.3",
+                         LOGIN_MAX_FAILURES="1000")).start()
+    yield server
+    server.stop()
+
+
+def troubles(app, key, state):
+    """The JSON log lines of ``key``'s trouble (``state`` "down") or recovery ("up")."""
+    out = []
+    for line in app.proc.output().splitlines():
+        entry = json.loads(line)
+        if entry.get("trouble") == key and entry.get("state") == state:
+            assert entry["level"] == "WARNING", entry
+            out.append(entry)
+    return out
+
+
+def wait_scrape(app, done, what, timeout=20):
+    return wait_for(lambda: (lambda s: s if done(s) else None)(parse(scrape(app))), timeout, what)
+
+
+def test_a_database_outage_and_its_end_are_each_one_warning_and_a_gauge(mydb, fault_app):
+    app = fault_app
+    session, answer = sign_in(app)
+    assert answer.status_code == 303
+    wait_scrape(app, lambda s: value(s, "socialos_session_cache_trusted") == 1, "the change stream")
+    assert not troubles(app, "database", "down")
+
+    mydb.stop()
+    try:
+        # Many requests notice; the ping, every second, notices too: one line all the same.
+        for _ in range(5):
+            assert session.get(app.url("/dashboard"), allow_redirects=False, timeout=TIMEOUT).status_code == 503
+        down = wait_scrape(app, lambda s: value(s, "socialos_database_up") == 0
+                           and value(s, "socialos_session_cache_trusted") == 0, "database_up 0")
+        assert down
+        wait_for(lambda: troubles(app, "database", "down") and troubles(app, "change_stream", "down"), 15,
+                 "the outage's lines")
+        line = troubles(app, "database", "down")[0]["message"]
+        assert re.fullmatch(r"session database down: database [a-z ()]+ \(\w+\)", line), line
+        assert "Error)" not in line.split(":", 1)[1].split("(")[0]  # said in words; the class only in brackets
+        time.sleep(2)  # more pings fail meanwhile
+    finally:
+        mydb.start()
+    wait_scrape(app, lambda s: value(s, "socialos_database_up") == 1
+                and value(s, "socialos_session_cache_trusted") == 1, "database_up 1 and the stream again", 30)
+    wait_for(lambda: troubles(app, "database", "up") and troubles(app, "change_stream", "up"), 10,
+             "the recovery lines")
+    assert session.get(app.url("/dashboard"), allow_redirects=False, timeout=TIMEOUT).status_code == 200
+    assert len(troubles(app, "database", "down")) == 1 and len(troubles(app, "database", "up")) == 1
+    assert len(troubles(app, "change_stream", "down")) == 1 and len(troubles(app, "change_stream", "up")) == 1
+    assert "answering again (after" in troubles(app, "database", "up")[0]["message"]
+
+
+def test_upstream_failures_and_an_open_breaker_are_each_one_warning_and_a_gauge(sandbox, fault_app):
+    app = fault_app
+    session, answer = sign_in(app)
+    assert answer.status_code == 303
+    before = parse(scrape(app))
+    sandbox.fault(path_prefix="/api/user", delay=1.5, count=5)  # past the read timeout: no answer
+    statuses = [session.get(app.url("/dashboard"), allow_redirects=False, timeout=TIMEOUT).status_code
+                for _ in range(6)]
+    assert all(status >= 500 for status in statuses), statuses
+    sandbox.clear_faults()
+
+    def is_open(s):
+        return any(v == 1 and dict(labels)["service"] == "socialos" for (name, labels), v in s.items()
+                   if name == "socialos_upstream_circuit_open")
+    opened = parse(scrape(app))
+    assert is_open(opened)
+    assert value(opened, "socialos_upstream_errors_total", service="socialos", error="timeout") - value(
+        before, "socialos_upstream_errors_total", service="socialos", error="timeout") == 5
+    assert value(opened, "socialos_upstream_errors_total", service="socialos", error="circuit_open") > value(
+        before, "socialos_upstream_errors_total", service="socialos", error="circuit_open")
+    failing = troubles(app, "upstream socialos", "down")
+    breaker = [e for e in app.proc.output().splitlines() if '"circuit breaker of socialos' in e and " open:" in e]
+    assert len(failing) == 1 and "upstream socialos failing: no answer in time" in failing[0]["message"]
+    assert len(breaker) == 1, breaker
+
+    # After the breaker's pause one probe goes through, answers, and closes it.
+    wait_for(lambda: session.get(app.url("/dashboard"), allow_redirects=False, timeout=TIMEOUT).status_code == 200,
+             15, "the dashboard once the breaker lets a probe through")
+    assert not is_open(parse(scrape(app)))
+    assert len(troubles(app, "upstream socialos", "up")) == 1
+    closed = [e for e in app.proc.output().splitlines() if '"circuit breaker of socialos' in e and " closed:" in e]
+    assert len(closed) == 1, closed
