@@ -349,9 +349,9 @@ def bench_config(services):
 _app_mount = web.mount
 
 
-def mount_with_bench(settings, conf_file=None):
+def mount_with_bench(settings):
     """``socialos_app.web.app.mount`` as the entry point calls it, then the bench pages beside the app."""
-    services = _app_mount(settings, conf_file)
+    services = _app_mount(settings)
     cherrypy.tree.mount(BenchPages(services), "/_bench", config=bench_config(services))
     return services
 

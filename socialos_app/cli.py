@@ -203,7 +203,7 @@ def _main(argv):
         "server.max_request_body_size": s.max_body_bytes,
     })
     from socialos_app.web.app import mount
-    mount(s, conf_files / "app.conf")
+    mount(s)
 
     engine = cherrypy.engine
     embedded = None

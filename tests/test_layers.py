@@ -165,7 +165,7 @@ def test_the_import_reader_sees_the_real_edges():
     """The checks above are only as good as the reader: it must see these known imports."""
     found = modules()
     seen = {name: {t for t, _ in imports(name, path)} for name, path in found.items()}
-    assert {"web.pages.account", "web.pages.presence", "ops.health", "sessions"} <= seen["web.app"]
+    assert {"web.pages.signin", "web.pages.presence", "ops.health", "sessions"} <= seen["web.app"]
     assert {"crypto", "sessions.cache", "sessions.store"} <= seen["sessions.engine"]
     assert "upstream.errors" in seen["upstream.transport"] and "upstream.transport" in seen["upstream.socialos"]
     assert any(t.startswith("!dev") for t in seen["cli"])

@@ -8,15 +8,22 @@ parts (layout, axe-core, scripts) are in test_browser.py.
 
 import re
 from html import unescape
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
 from conftest import csrf_from, sign_in
 from socialos_app.accounts.useragent import describe
-from socialos_app.web.pages.account import notice_text, safe_next
+from socialos_app.db.connection import disconnect
+from socialos_app.ops.health import Health
+from socialos_app.settings import load
+from socialos_app.web import toolbox
+from socialos_app.web.app import Root, app_config, build_services
+from socialos_app.web.pages.base import notice_text
+from socialos_app.web.pages.signin import safe_next
 from socialos_app.web.render import plural
-from support import free_port, wait_for
+from support import app_env, free_port, wait_for
 
 CHROME_LINUX = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
                 "Chrome/126.0.0.0 Safari/537.36")
@@ -82,12 +89,80 @@ def test_plurals_and_notices_come_only_from_our_own_words():
         assert notice_text(unknown) == ""
 
 
-def test_next_only_names_pages_that_answer_get():
-    assert safe_next("/logout") == "/dashboard"
-    assert safe_next("/pusher/auth", "") == ""
-    assert safe_next("/admin?q=ada") == "/admin?q=ada"
-    assert safe_next("/presence?channel=presence-x") == "/presence?channel=presence-x"
-    assert safe_next("//evil.example/") == "/dashboard"
+@pytest.fixture(scope="module")
+def routes(db, sandbox):
+    """Every handler of the app's page tree, built as ``mount`` builds it (in this process, not served)."""
+    services = build_services(load(app_env(db, sandbox), make_key=False))
+    root = Root(services, Health(services.engine.ping))
+    yield list(toolbox.routes(root, app_config(services)))
+    services.socialos.transport.close()
+    disconnect()
+
+
+def returnable(routes):
+    return frozenset(r.path for r in routes if r.signed_in_page)
+
+
+def test_next_is_any_signed_in_page_that_answers_get_read_from_the_tree(routes):
+    pages = returnable(routes)
+    # What the hand-kept list held before, now found in the tree: pages for the signed-in that answer GET.
+    assert pages == {"/", "/dashboard", "/devices", "/presence", "/admin", "/admin/sessions"}
+    assert safe_next("/logout", pages) == "/dashboard"              # POST only
+    assert safe_next("/pusher/auth", pages, "") == ""               # for pusher-js, not a page
+    assert safe_next("/login", pages) == "/dashboard"               # public
+    assert safe_next("/livez", pages) == "/dashboard"
+    assert safe_next("/admin?q=ada", pages) == "/admin?q=ada"
+    assert safe_next("/presence?channel=presence-x", pages) == "/presence?channel=presence-x"
+    assert safe_next("//evil.example/", pages) == "/dashboard"
+    assert safe_next("/\\evil.example/", pages) == "/dashboard"
+    assert safe_next("https://evil.example/dashboard", pages) == "/dashboard"
+
+
+def test_a_page_added_to_the_tree_is_a_place_to_return_to(routes):
+    """No list to keep: a new GET page under a signed-in area is returnable as soon as it is in the tree."""
+    class Reports:
+        @toolbox.expose
+        @toolbox.allow("GET")
+        def index(self):
+            return ""
+
+        @toolbox.expose
+        @toolbox.allow("POST")
+        def run(self):
+            return ""
+
+    class Top:
+        _cp_config = {"tools.socialos_session.on": True}
+
+        def __init__(self):
+            self.reports = Reports()
+
+    found = {r.path: r for r in toolbox.routes(Top(), {})}
+    assert set(found) == {"/reports", "/reports/run"}
+    assert found["/reports"].signed_in_page and not found["/reports/run"].signed_in_page
+
+
+def test_every_page_under_admin_is_for_administrators_only(app, routes):
+    under_admin = [r for r in routes if r.path == "/admin" or r.path.startswith("/admin/")]
+    assert {r.path for r in under_admin} >= {"/admin", "/admin/sessions"}
+    assert all(r.on("admin_only") for r in under_admin), [r.path for r in under_admin if not r.on("admin_only")]
+    assert not any(r.on("admin_only") for r in routes if r not in under_admin)
+    # And served so: a signed-in user who is not an administrator gets the 403 page on each.
+    demo = browser(app, CHROME_LINUX)
+    for route in under_admin:
+        answer = demo.get(app.url(route.path), allow_redirects=False, timeout=10)
+        assert answer.status_code == 403, route.path
+        assert "This page is for administrators." in answer.text
+
+
+def test_signing_in_returns_to_the_page_asked_for(app, routes):
+    for path in sorted(returnable(routes) - {"/"}):
+        asked = path + "?q=x" if path in ("/dashboard", "/admin") else path
+        sent = requests.get(app.url(asked), allow_redirects=False, timeout=10)
+        assert sent.status_code == 303, path
+        assert parse_qs(urlsplit(sent.headers["Location"]).query)["next"] == [asked]
+        _, answer = sign_in(app, "admin", "admin", next_path=asked)
+        assert answer.headers["Location"].endswith(asked), (path, answer.headers["Location"])
 
 
 # -- sign-in and sign-out ---------------------------------------------------------

@@ -497,11 +497,6 @@ def log_request() -> None:
                                              "ms": round(ms, 1), "ip": ip, "sid": sid, "user_agent": agent}})
 
 
-cherrypy.tools.request_id = cherrypy.Tool("on_start_resource", assign_request_id, priority=1)
-cherrypy.tools.request_timer = cherrypy.Tool("on_start_resource", start_timer, priority=2)
-cherrypy.tools.request_log = cherrypy.Tool("on_end_request", log_request)
-
-
 # -- security events ------------------------------------------------------------------
 _security_listeners: list[Callable[[str], None]] = []
 

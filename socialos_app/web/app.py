@@ -1,11 +1,17 @@
-"""Assembly: build the services once, mount the pages with their tools.
+"""Assembly: build the services once, register the tools, mount the page tree.
 
 ``mount(settings)`` is all ``app.py`` needs; tests and benchmarks start
 ``app.py`` itself, so production and test take the same path.
+
+The tools are switched on for the whole app here (``app_config``: they
+need objects, the session engine and the keyring, that no conf file can
+hold); each page's own switches (public, admin only, raw body...) are in
+its ``_cp_config``, beside its handler.
 """
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
 
 import cherrypy
 from cherrypy import _cpreqbody
@@ -15,74 +21,55 @@ from socialos_app import resources
 from socialos_app.accounts import signin as accounts
 from socialos_app.accounts.throttle import LoginThrottle
 from socialos_app.crypto import Keyring
-from socialos_app.db.connection import connect, database
+from socialos_app.db.connection import connect
 from socialos_app.ops import metrics
 from socialos_app.ops.health import Health
 from socialos_app.presence.members import MemberDirectory
 from socialos_app.sessions import SessionEngine
-from socialos_app.sessions.backends.mongo import MongoSessionStore
+from socialos_app.sessions.backends import get_store
+from socialos_app.settings import Settings
 from socialos_app.storage import StoreUnavailable
-from socialos_app.upstream import transport as http
 from socialos_app.upstream.pusher import Pusher
 from socialos_app.upstream.socialos import SocialOS
-from socialos_app.web import tools  # noqa: F401 - logs, tools register CherryPy tools
+from socialos_app.upstream.transport import Transport
+from socialos_app.web import toolbox
 from socialos_app.web.errorpages import error_page, unexpected_error
-from socialos_app.web.pages.account import Root
+from socialos_app.web.pages.admin import AdminPages
+from socialos_app.web.pages.dashboard import DashboardPages
 from socialos_app.web.pages.presence import PresencePages, PusherEndpoints, live_config
+from socialos_app.web.pages.probes import MetricsPage, Probe
+from socialos_app.web.pages.signin import SignInPages
 from socialos_app.web.request import Request, Response
+from socialos_app.web.services import Services
 
-__all__ = ["Services", "build_services", "mount"]
+__all__ = ["Root", "Services", "app_config", "build_services", "mount"]
 
 ROOT = resources.root()  # the checkout, or the installed package (the wheel carries static/)
-
-
-@dataclass
-class Services:
-    """Everything the pages use, made once per process."""
-
-    settings: object
-    keyring: Keyring
-    engine: SessionEngine
-    socialos: SocialOS
-    pusher: object = None      # None when Pusher is not configured
-    throttle: object = None    # LoginThrottle
-    members: object = None     # MemberDirectory: who is known in presence channels
-
-    @property
-    def cookie_name(self):
-        return self.settings.cookie_name
-
-    @property
-    def presession_cookie_name(self):
-        """The sign-in form's pre-session cookie, which its CSRF token is bound to."""
-        return "__Host-csrf" if self.settings.cookie_secure else "csrf"
 
 
 def build_services(settings):
     """Connect (lazily) to the database and upstreams; no I/O happens here."""
     connect(settings.database_uri, settings.db_timeout_ms, settings.thread_pool + 4)
     keyring = Keyring(settings.secure_key, settings.secure_key_previous)
-    engine = SessionEngine(MongoSessionStore(database()["sessions"]), keyring, settings.session_ttl,
-                           settings.session_max_age,
+    engine = SessionEngine(get_store(settings), keyring, settings.session_ttl, settings.session_max_age,
                            cache_size=settings.session_cache_size)
     # One pooled session, shared by both clients; every call counted in the metrics.
-    transport = http.Transport.from_settings(settings, observe=metrics.upstream_call)
-    services = Services(settings=settings, keyring=keyring, engine=engine,
-                        socialos=SocialOS.from_settings(settings, transport))
-    services.pusher = Pusher.from_settings(settings, transport) if settings.pusher_configured else None
-    services.members = MemberDirectory(database()["presence_members"], database()["webhook_deliveries"])
-    services.throttle = LoginThrottle(database()["login_failures"], settings.login_max_failures)
-    return services
+    transport = Transport.from_settings(settings, observe=metrics.upstream_call)
+    # The throttle and the presence directory use MongoDB whatever SESSION_STORE says.
+    return Services(settings=settings, keyring=keyring, engine=engine,
+                    socialos=SocialOS.from_settings(settings, transport),
+                    throttle=LoginThrottle(max_failures=settings.login_max_failures), members=MemberDirectory(),
+                    pusher=Pusher.from_settings(settings, transport) if settings.pusher_configured else None)
 
 
-def _form_or_4xx(processor):
+def _form_or_4xx(processor: Callable[[Any], None]) -> Callable[[Any], None]:
     """A CherryPy body processor whose failures are a 4xx page, not a 500 with a traceback.
 
     CherryPy's parsers raise plain ValueErrors on a malformed body and
     LookupError on an unknown charset; a body that stalls or stops short
     raises from the socket.
     """
-    def process(entity):
+    def process(entity: Any) -> None:
         try:
             processor(entity)
         except (ValueError, TypeError, IndexError, UnicodeError, EOFError, LookupError):
@@ -104,7 +91,7 @@ BODY_PROCESSORS = {
 }
 
 
-def _csp(settings):
+def _csp(settings: Settings) -> str:
     script, connect_src = ["'self'"], ["'self'"]
     live, _ = live_config(settings)  # exactly pusher-js's origin (if not ours) and its websocket
     if live:
@@ -115,10 +102,11 @@ def _csp(settings):
               "form-action 'self'; frame-ancestors 'none'")
 
 
-def app_config(services):
-    """Per-path config in code: objects (engine, keyring) can't live in a conf file."""
+def app_config(services: Services) -> dict[str, dict[str, Any]]:
+    """The tools on for the whole app, with their objects; the static files' paths."""
     s = services.settings
     session = {"tools.socialos_session.on": True,
+               "tools.socialos_session.required": True,  # pages for everyone say so in their _cp_config
                "tools.socialos_session.engine": services.engine,
                "tools.socialos_session.socialos": services.socialos,
                "tools.socialos_session.cookie_name": s.cookie_name,
@@ -172,43 +160,57 @@ PUBLIC_FILE = {"tools.known_paths.on": False, "tools.socialos_session.on": False
 class ServicesPlugin(SimplePlugin):
     """Engine plugin: make the session indexes at start, close the HTTP pool at stop."""
 
-    def __init__(self, bus, services):
+    def __init__(self, bus: Any, services: Services) -> None:
         super().__init__(bus)
         self.services = services
 
-    def start(self):
+    def start(self) -> None:
         try:
             self.services.engine.setup()
             self.services.throttle.setup()
+            self.services.members.setup()
         except StoreUnavailable as exc:
             # Start anyway: pages answer 503 until the database is back (indexes are idempotent).
             self.bus.log(f"session database not reachable at start ({exc}); will answer 503 until it is",
                          level=logging.WARNING)
         self.services.engine.start_background()  # touch writer; the cache, trusted once its change stream runs
-    start.priority = 60
+    start.priority = 60  # type: ignore[attr-defined]  # CherryPy reads a listener's priority here
 
-    def stop(self):
+    def stop(self) -> None:
         self.services.engine.stop_background()
         self.services.socialos.transport.close()
         accounts.stop()
 
 
-def mount(settings, conf_file=None):
-    """Build the services and mount the app at ``/``; returns the services."""
+class Root(SignInPages, DashboardPages):
+    """The tree CherryPy dispatches into: each area's pages under their path."""
+
+    def __init__(self, services: Services, health: Health) -> None:
+        super().__init__(services)
+        self.admin = AdminPages(services)
+        self.presence = PresencePages(services)
+        self.pusher = PusherEndpoints(services)
+        self.livez = Probe(health.livez)
+        self.readyz = Probe(health.readyz)
+        self.healthz = Probe(health.readyz)
+        if metrics.available:  # GET /metrics only with the `metrics` extra; else a 404
+            self.metrics = MetricsPage()
+
+
+def mount(settings: Settings) -> Services:
+    """Register the tools, build the services and mount the app at ``/``; returns the services."""
+    toolbox.register()
     services = build_services(settings)
-    root = Root(services)
-    root.presence = PresencePages(services)
-    root.pusher = PusherEndpoints(services)
-    if metrics.available:  # GET /metrics only with the `metrics` extra; else a 404
-        root.metrics = metrics.MetricsPage()
-        metrics.set_live_sessions(lambda: services.engine.stats())
     health = Health(services.engine.ping)
-    root.livez, root.readyz, root.healthz = health.livez, health.readyz, health.readyz
-    app = cherrypy.tree.mount(root, "/", config=str(conf_file) if conf_file else None)
+    root = Root(services, health)
+    # Read at scrape time (and the transport on each call, for the breaker log lines).
+    metrics.watch(engine=services.engine, transport=services.socialos.transport, health=health)
+    if metrics.available:
+        metrics.set_live_sessions(lambda: services.engine.stats())
+    app = cherrypy.tree.mount(root, "/", config=app_config(services))
     app.request_class, app.response_class = Request, Response
-    app.merge(app_config(services))
-    if conf_file:
-        app.merge(str(conf_file))  # per-path switches (required, csrf off...) from conf/app.conf
+    # Any page for signed-in people that answers GET, read from the tree as mounted: no list to keep.
+    root.return_pages = frozenset(route.path for route in toolbox.routes(root, app.config) if route.signed_in_page)
     ServicesPlugin(cherrypy.engine, services).subscribe()
     health.plugin(cherrypy.engine).subscribe()
     return services

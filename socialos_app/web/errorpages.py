@@ -19,7 +19,7 @@ HEADINGS = {400: "That request didn't make sense", 403: "Not allowed", 404: "Pag
             503: "Temporarily unavailable", 504: "An upstream service did not answer"}
 
 
-def error_page(status, message, traceback, version):  # CherryPy's signature
+def error_page(status: object, message: str | None, traceback: str | None, version: str | None) -> str:  # CherryPy's
     """CherryPy's ``error_page.default``: our template with a plain sentence."""
     code = int(str(status).split()[0])
     request = cherrypy.serving.request
@@ -44,7 +44,7 @@ def error_page(status, message, traceback, version):  # CherryPy's signature
         return f"{code} {heading}"
 
 
-def unexpected_error():
+def unexpected_error() -> None:
     """CherryPy's ``request.error_response``: log the traceback once, show the 500 page."""
     request = cherrypy.serving.request
     log.error("unhandled error on %s %s\n%s", request.method, request.path_info, traceback.format_exc())

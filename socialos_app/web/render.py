@@ -6,6 +6,7 @@ re-labels in the viewer's own zone when scripts run.
 """
 
 from datetime import UTC, datetime
+from typing import Any
 
 import cherrypy
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -27,23 +28,23 @@ _env = Environment(
 )
 
 
-def plural(count, word, many=None):
+def plural(count: object, word: str, many: str | None = None) -> str:
     """``plural(1, "user")`` is "1 user"; ``plural(2, "user")`` is "2 users"."""
     try:
-        count = int(count)
-    except (TypeError, ValueError):
-        count = 0
-    return f"{count} {word if count == 1 else (many or word + 's')}"
+        number = int(count) if isinstance(count, (int, float, str)) else 0
+    except ValueError:
+        number = 0
+    return f"{number} {word if number == 1 else (many or word + 's')}"
 
 
-def _utc(value):
+def _utc(value: object) -> datetime | None:
     """A naive datetime (MongoDB's UTC) as an aware one; None for anything else."""
     if not isinstance(value, datetime):
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def when(value):
+def when(value: object) -> Markup | str:
     """``<time datetime="…Z">2024-05-01 13:45 UTC</time>``; app.js shows it in local time."""
     moment = _utc(value)
     if moment is None:
@@ -53,7 +54,7 @@ def when(value):
         iso, moment.strftime("%Y-%m-%d %H:%M UTC"))
 
 
-def ago(value, now=None):
+def ago(value: object, now: datetime | None = None) -> Markup | str:
     """"just now", "5 minutes ago", "2 hours ago", "3 days ago" inside a ``<time>``."""
     moment = _utc(value)
     if moment is None:
@@ -74,7 +75,7 @@ _env.globals.update(plural=plural)
 _env.filters.update(when=when, ago=ago)
 
 
-def render(name, **context):
+def render(name: str, **context: Any) -> str:
     """Render a template with the request's signed-in user, CSRF token and path in scope."""
     request = cherrypy.serving.request
     context.setdefault("user", getattr(request, "signed_in", None))

@@ -26,7 +26,7 @@ _HOST = re.compile(r"(?:[A-Za-z0-9_.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{
 MAX_COOKIES = 64
 
 
-def parse_cookies(header, into):
+def parse_cookies(header: str, into: SimpleCookie) -> None:
     """Add each ``name=value`` pair of a Cookie header to ``into`` (a SimpleCookie).
 
     Pairs that aren't one, or that the standard library refuses, are skipped
@@ -50,6 +50,7 @@ def parse_cookies(header, into):
 class Request(_cprequest.Request):
     """CherryPy's request, lenient with cookies and strict with Host."""
 
+    header_list: list[tuple[str, str]]  # set by CherryPy for each request
     show_tracebacks = False
     show_mismatched_params = False
     # Class defaults, so errors raised before the app's config applies
@@ -57,7 +58,7 @@ class Request(_cprequest.Request):
     error_page = {"default": error_page}
     error_response = staticmethod(unexpected_error)
 
-    def process_headers(self):
+    def process_headers(self) -> None:
         cookie_headers = [value for name, value in self.header_list if name.lower() == "cookie"]
         self.header_list = [(n, v) for n, v in self.header_list if n.lower() != "cookie"]
         try:
@@ -77,6 +78,6 @@ class Request(_cprequest.Request):
 class Response(_cprequest.Response):
     """CherryPy's response without the server banner."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.headers["Server"] = "socialos-app"

@@ -1,24 +1,31 @@
-"""CherryPy tools run on every request: session resolution, error
-translation, CSRF checks and security headers, plus the cookie helpers they
-share.
+"""The functions of the app's CherryPy tools: session resolution, error
+translation, CSRF checks, the admin guard and security headers, plus the
+cookie helpers they share.
 
-Switched on for the whole app in config (``tools.socialos_session.on``);
-objects such as the session engine reach them as tool arguments.
+``web.toolbox`` registers them (where each runs, and in which order);
+``web.app`` switches them on for the whole app and hands them their
+objects (the session engine, the keyring) as tool arguments; pages switch
+them off or tune them in their ``_cp_config``.
 """
 
 import re
 import secrets
 from functools import cached_property
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import cherrypy
 
-from socialos_app.ops import metrics
+from socialos_app.crypto import Keyring
 from socialos_app.ops.logs import security_event
+from socialos_app.sessions import Credentials, SessionEngine, SessionRecord
 from socialos_app.storage import StoreUnavailable
 from socialos_app.upstream.errors import Unauthorized, UpstreamError, UpstreamUnavailable, explain
+from socialos_app.upstream.socialos import SERVICE as SOCIALOS_API
+from socialos_app.upstream.socialos import Client, SocialOS
 
-__all__ = ["SignedIn", "set_cookie", "expire_cookie", "login_url", "DB_DOWN"]
+__all__ = ["DB_DOWN", "SignedIn", "admin_only", "check_csrf", "expire_cookie", "head_as_get", "known_paths",
+           "login_url", "relative_location", "resolve_session", "secure_headers", "set_cookie", "translate_errors"]
 
 DB_DOWN = "The session database is not answering right now. Please try again in a few seconds."
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -34,7 +41,7 @@ class SignedIn:
     (``api`` or ``credentials``), and lives no longer than the request.
     """
 
-    def __init__(self, record, token, engine, socialos):
+    def __init__(self, record: SessionRecord, token: str, engine: SessionEngine, socialos: SocialOS) -> None:
         self.record = record
         self.username = record.username
         self.name = record.name or record.username
@@ -44,24 +51,24 @@ class SignedIn:
         self._socialos = socialos
 
     @cached_property
-    def credentials(self):
+    def credentials(self) -> Credentials | None:
         """The session's upstream API key (``Credentials``), or None if it won't open."""
         return self._engine.credentials(self.token, self.record)
 
     @cached_property
-    def api(self):
+    def api(self) -> Client:
         """The user's own authenticated Social OS client, built on first use."""
         credentials = self.credentials
         if credentials is None:
-            raise Unauthorized("the session's API key could not be opened", service="socialos")
+            raise Unauthorized("the session's API key could not be opened", service=SOCIALOS_API)
         return self._socialos.user(self.username, credentials.password)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"SignedIn({self.username!r})"
 
 
 # -- cookies ---------------------------------------------------------------
-def set_cookie(name, value, secure, max_age=None):
+def set_cookie(name: str, value: str, secure: bool, max_age: float | None = None) -> None:
     """A cookie that scripts can't read and other sites can't send on POSTs."""
     cookie = cherrypy.serving.response.cookie
     cookie[name] = value
@@ -75,15 +82,15 @@ def set_cookie(name, value, secure, max_age=None):
         morsel["max-age"] = int(max_age)
 
 
-def expire_cookie(name, secure):
+def expire_cookie(name: str, secure: bool) -> None:
     """Tell the browser to drop a cookie now."""
     set_cookie(name, "", secure, max_age=0)
     cherrypy.serving.response.cookie[name]["expires"] = "Thu, 01 Jan 1970 00:00:00 GMT"
 
 
-def login_url(next_path=None, reason=None):
+def login_url(next_path: str | None = None, reason: str | None = None) -> str:
     """``/login`` with where to go next and why, both optional."""
-    query = {}
+    query: dict[str, str] = {}
     if next_path and next_path != "/":
         query["next"] = next_path
     if reason:
@@ -91,15 +98,15 @@ def login_url(next_path=None, reason=None):
     return "/login" + ("?" + urlencode(query) if query else "")
 
 
-def _here():
+def _here() -> str:
     request = cherrypy.serving.request
-    path = quote(request.path_info, safe="/-_.~")
+    path: str = quote(request.path_info, safe="/-_.~")
     if request.method in ("GET", "HEAD") and request.query_string:
         path += "?" + request.query_string
     return path
 
 
-def _found(request):
+def _found(request: Any) -> bool:
     """True when this path names one of the app's pages exactly.
 
     CherryPy's dispatcher also hands ``/dashboard/extra`` to ``dashboard``
@@ -114,7 +121,7 @@ def _found(request):
     return not getattr(handler, "args", ())
 
 
-def known_paths():
+def known_paths() -> None:
     """Before the handler (first): unknown addresses are a 404, signed in or not."""
     request = cherrypy.serving.request
     if request.handler is not None and not _found(request):
@@ -122,7 +129,8 @@ def known_paths():
 
 
 # -- the session tool --------------------------------------------------------
-def resolve_session(engine, socialos, cookie_name, secure, required=True):
+def resolve_session(engine: SessionEngine, socialos: SocialOS, cookie_name: str, secure: bool,
+                    required: bool = True) -> None:
     """Before the handler: cookie → session → ``request.signed_in``.
 
     Signed-out requests to pages that need a session are sent to sign in,
@@ -150,7 +158,7 @@ def resolve_session(engine, socialos, cookie_name, secure, required=True):
 
 
 # -- upstream and database trouble → a clear answer -------------------------
-def translate_errors(engine, cookie_name, secure):
+def translate_errors(engine: SessionEngine, cookie_name: str, secure: bool) -> None:
     """Before the handler: wrap it so upstream and database errors become pages.
 
     An upstream 401 from the Social OS API means the user's key is gone
@@ -161,12 +169,14 @@ def translate_errors(engine, cookie_name, secure):
         return
     handler = request.handler
 
-    def translated(*args, **kwargs):
+    def translated(*args: Any, **kwargs: Any) -> Any:
         try:
             return handler(*args, **kwargs)
         except Unauthorized as exc:
             signed_in = request.signed_in
-            if signed_in is None or exc.service != "socialos":
+            # The key compared is the Social OS client's own constant: a 401 from any other
+            # upstream (the admin API, Pusher) is this server's trouble, not the user's session's.
+            if signed_in is None or exc.service != SOCIALOS_API:
                 raise cherrypy.HTTPError(502, explain(exc)) from None
             try:
                 engine.end(signed_in.token)
@@ -184,8 +194,21 @@ def translate_errors(engine, cookie_name, secure):
     request.handler = translated
 
 
+# -- administrators only ------------------------------------------------------
+def admin_only() -> None:
+    """Before the handler: a 403 page for anyone but a signed-in administrator.
+
+    On a page class (``_cp_config``), it guards every handler under it,
+    including ones added later.
+    """
+    signed_in = getattr(cherrypy.serving.request, "signed_in", None)
+    if signed_in is None or not signed_in.admin:
+        raise cherrypy.HTTPError(403, "This page is for administrators.")
+
+
 # -- CSRF --------------------------------------------------------------------
-def check_csrf(keyring, presession_cookie_name, secure, issue_presession_cookie=False, soft=False):
+def check_csrf(keyring: Keyring, presession_cookie_name: str, secure: bool, issue_presession_cookie: bool = False,
+               soft: bool = False) -> None:
     """Before the handler: every state-changing request carries a valid token.
 
     The only writer of CSRF tokens. Signed in, the token is bound to the
@@ -213,7 +236,6 @@ def check_csrf(keyring, presession_cookie_name, secure, issue_presession_cookie=
             given = given[0]
         failed = not binding or not keyring.check_csrf(binding, given)
         if failed:
-            metrics.security("csrf_refused")
             security_event("csrf_refused", path=request.path_info,
                            signed_in="yes" if signed_in is not None else "no")
     if signed_in is None and issue_presession_cookie and (failed or not binding):
@@ -228,7 +250,7 @@ def check_csrf(keyring, presession_cookie_name, secure, issue_presession_cookie=
 
 
 # -- headers -----------------------------------------------------------------
-def secure_headers(csp, no_store=True):
+def secure_headers(csp: str, no_store: bool = True) -> None:
     """Before finalize: CSP, no sniffing, no framing, no caching of dynamic
     pages, and redirects that never name a host taken from the request."""
     request, response = cherrypy.serving.request, cherrypy.serving.response
@@ -247,7 +269,7 @@ def secure_headers(csp, no_store=True):
         headers["Location"] = relative_location(location, request.base)
 
 
-def relative_location(location, base):
+def relative_location(location: str, base: str) -> str:
     """A Location on this site as a path: CherryPy makes it absolute from the
     Host header, which a client chooses. Non-ASCII is percent-encoded."""
     if base and location.startswith(base + "/"):
@@ -255,7 +277,7 @@ def relative_location(location, base):
     return quote(location, safe=_URL_SAFE)
 
 
-def head_as_get():
+def head_as_get() -> None:
     """Before the handler: a HEAD request runs the GET page (CherryPy drops the body).
 
     Handlers then only ever tell GET from POST, and uptime monitors that
@@ -267,14 +289,6 @@ def head_as_get():
         request.hooks.attach("on_end_resource", _back_to_head, priority=0)
 
 
-def _back_to_head():
+def _back_to_head() -> None:
     cherrypy.serving.request.method = "HEAD"
 
-
-cherrypy.tools.head_as_get = cherrypy.Tool("before_handler", head_as_get, priority=20)
-# After the session tool, so a signed-in 404 page still offers the way back to the dashboard.
-cherrypy.tools.known_paths = cherrypy.Tool("before_handler", known_paths, priority=45)
-cherrypy.tools.socialos_session = cherrypy.Tool("before_handler", resolve_session, priority=40)
-cherrypy.tools.csrf = cherrypy.Tool("before_handler", check_csrf, priority=60)
-cherrypy.tools.upstream_errors = cherrypy.Tool("before_handler", translate_errors, priority=70)
-cherrypy.tools.secure_headers = cherrypy.Tool("before_finalize", secure_headers, priority=60)

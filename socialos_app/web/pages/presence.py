@@ -24,19 +24,27 @@ import json
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import cherrypy
 
 from socialos_app.ops.logs import security_event
+from socialos_app.presence.members import MemberDirectory
+from socialos_app.settings import Settings
 from socialos_app.storage import StoreUnavailable
 from socialos_app.upstream.errors import NotFound, UpstreamError, UpstreamUnavailable, explain
 from socialos_app.upstream.pusher import WebhookError, valid_presence_channel, valid_private_channel, valid_socket_id
+from socialos_app.upstream.socialos import Client
 from socialos_app.web import assets
 from socialos_app.web.render import render
+from socialos_app.web.services import Services
+from socialos_app.web.toolbox import config, expose
+from socialos_app.web.tools import SignedIn
 
 __all__ = ["MAX_PROFILE_LOOKUPS", "MAX_WEBHOOK_EVENTS", "WEBHOOK_WINDOW_MS", "Live", "PresencePages",
            "PusherEndpoints", "live_config"]
@@ -49,6 +57,7 @@ MAX_WEBHOOK_EVENTS = 100     # per webhook body; Pusher batches far fewer
 WEBHOOK_WINDOW_MS = 300_000  # Pusher's libraries refuse webhooks older (or newer) than this
 RETRY_AFTER = "5"
 
+
 class _Lookups:
     """A small pool of daemon threads for the page's upstream calls, returning Futures.
 
@@ -57,21 +66,24 @@ class _Lookups:
     Each call is bounded by the upstream timeout, so a slow upstream can't pile them up.
     """
 
-    def __init__(self, size):
-        self.size, self.jobs, self.lock, self.threads = size, queue.SimpleQueue(), threading.Lock(), []
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = queue.SimpleQueue()
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
 
-    def submit(self, fn, *args):
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         with self.lock:
             if not self.threads:
                 self.threads = [threading.Thread(target=self._work, name=f"presence-{i}", daemon=True)
                                 for i in range(self.size)]
                 for thread in self.threads:
                     thread.start()
-        future = Future()
+        future: Future[Any] = Future()
         self.jobs.put((future, fn, args))
         return future
 
-    def _work(self):
+    def _work(self) -> None:
         while True:
             future, fn, args = self.jobs.get()
             if not future.set_running_or_notify_cancel():
@@ -85,7 +97,7 @@ class _Lookups:
 _pool = _Lookups(16)
 
 
-def _json(status, payload, retry_after=None):
+def _json(status: int, payload: object, retry_after: str | None = None) -> bytes:
     response = cherrypy.serving.response
     response.status = status
     response.headers["Content-Type"] = "application/json"
@@ -106,20 +118,20 @@ class Live:
     tls: bool
 
     @property
-    def script_origin(self):
+    def script_origin(self) -> str | None:
         """The script's origin when it isn't this site's own, else None."""
         parts = urlsplit(self.js_url)
         return f"{parts.scheme}://{parts.netloc}" if parts.scheme else None
 
     @property
-    def ws_origin(self):
+    def ws_origin(self) -> str:
         scheme = "wss" if self.tls else "ws"
         default = 443 if self.tls else 80
         host = f"[{self.ws_host}]" if ":" in self.ws_host else self.ws_host
         return f"{scheme}://{host}" + ("" if self.ws_port == default else f":{self.ws_port}")
 
 
-def live_config(settings):
+def live_config(settings: Settings) -> tuple[Live | None, str]:
     """``(Live, "")`` when browsers can get live updates, else ``(None, how to get them)``.
 
     pusher-js: PUSHER_JS_URL when set; else, for Pusher's own service, its
@@ -131,6 +143,7 @@ def live_config(settings):
     if not settings.pusher_configured:
         return None, "Live updates need Pusher: set PUSHER_APP_ID, PUSHER_KEY and PUSHER_SECRET."
     pinned = assets.PUSHER_JS
+    js_url: str | None
     if settings.pusher_js_url:
         js_url = settings.pusher_js_url
         integrity = pinned.sri if js_url in (pinned.cdn_url, assets.local_url(pinned)) else ""
@@ -155,7 +168,7 @@ def live_config(settings):
 
 
 # -- the page --------------------------------------------------------------------------------
-def _profile_name(api, directory, user_id):
+def _profile_name(api: Client, directory: MemberDirectory, user_id: str) -> str | None:
     """One lookup: the profile's name, None without one; NotFound when there is no profile.
 
     Runs on the pool; a name found after the view gave up is still remembered for the next one.
@@ -174,11 +187,11 @@ def _profile_name(api, directory, user_id):
 class PresencePages:
     """``GET /presence?channel=presence-NAME``."""
 
-    def __init__(self, services):
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.live, self.no_live = live_config(services.settings)
 
-    def _names(self, user, ids, deadline):
+    def _names(self, user: SignedIn, ids: list[str], deadline: float) -> tuple[dict[str, str], list[str], int]:
         """``({id: name}, [ids whose name we couldn't get], count not looked up this time)``."""
         directory = self.services.members
         try:
@@ -192,7 +205,8 @@ class PresencePages:
         api = user.api  # built here, on the request's thread; the calls themselves run on the pool
         futures = {_pool.submit(_profile_name, api, directory, i): i for i in todo}
         done, pending = wait_for_futures(futures, timeout=max(0.5, deadline - time.monotonic()))
-        failed, absent = [], []
+        failed: list[str] = []
+        absent: list[str] = []
         for future in pending:
             future.cancel()  # not started yet: never will be; running: finishes on its own
             failed.append(futures[future])
@@ -217,8 +231,8 @@ class PresencePages:
                 pass
         return names, sorted(failed), later
 
-    @cherrypy.expose
-    def index(self, channel=None, **_ignored):
+    @expose
+    def index(self, channel: object = None, **_ignored: object) -> bytes | str:
         started = time.monotonic()
         settings = self.services.settings
         channel = settings.pusher_channel if channel is None else channel
@@ -233,8 +247,11 @@ class PresencePages:
                           no_live="", pusher_key="", pusher_cluster="")
         user = cherrypy.serving.request.signed_in
         pusher = self.services.pusher
-        members, channels, problem, status = [], [], "", 200
-        unnamed, later, last_known = [], 0, False
+        members: list[dict[str, str]] = []
+        channels: list[tuple[str, Any]] = []
+        problem, status = "", 200
+        unnamed: list[str] = []
+        later, last_known = 0, False
         if pusher is None:
             problem = "Pusher is not configured on this server (PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET)."
         else:
@@ -264,7 +281,7 @@ class PresencePages:
                       no_live=self.no_live, pusher_key=settings.pusher_key,
                       pusher_cluster=settings.pusher_cluster)
 
-    def _last_known(self, channel):
+    def _last_known(self, channel: str) -> list[dict[str, str]]:
         """Who Pusher's webhooks last said is in ``channel``: shown when Pusher can't be asked."""
         try:
             known = self.services.members.in_channel(channel)
@@ -277,11 +294,13 @@ class PresencePages:
 class PusherEndpoints:
     """``POST /pusher/auth`` (pusher-js) and ``POST /pusher/webhook`` (Pusher)."""
 
-    def __init__(self, services):
+    def __init__(self, services: Services) -> None:
         self.services = services
 
-    @cherrypy.expose
-    def auth(self, socket_id=None, channel_name=None, **_ignored):
+    @expose
+    # pusher-js calls this; a signed-out call gets a 403 JSON answer, not a redirect.
+    @config({"tools.socialos_session.required": False})
+    def auth(self, socket_id: object = None, channel_name: object = None, **_ignored: object) -> bytes:
         """Authorize the signed-in user into a private- or presence- channel."""
         if cherrypy.serving.request.method != "POST":
             cherrypy.serving.response.headers["Allow"] = "POST"
@@ -311,8 +330,15 @@ class PusherEndpoints:
             return _json(503, {"error": "the database is not answering; try again shortly"}, RETRY_AFTER)
         return _json(200, body)
 
-    @cherrypy.expose
-    def webhook(self, **_ignored):
+    @expose
+    @config({
+        # Pusher calls this, not a browser: it is authenticated by its HMAC signature.
+        "tools.socialos_session.on": False,
+        "tools.csrf.on": False,
+        # Keep the raw body whatever its Content-Type: the signature is over those exact bytes.
+        "request.body.processors": {},
+    })
+    def webhook(self, **_ignored: object) -> bytes:
         """Pusher's webhooks: authentic, recent, bounded, applied once."""
         request = cherrypy.serving.request
         if request.method != "POST":
@@ -347,7 +373,7 @@ class PusherEndpoints:
         return _json(200, {"ok": True, "handled": handled})
 
 
-def _check_webhook(payload):
+def _check_webhook(payload: dict[str, Any]) -> tuple[int, str] | None:
     """``(status, reason)`` for an authentic body that must still be refused, else None."""
     time_ms = payload.get("time_ms")
     if isinstance(time_ms, bool) or not isinstance(time_ms, (int, float)):
