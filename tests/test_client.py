@@ -332,3 +332,13 @@ def test_the_password_never_shows(sandbox):
     assert isinstance(errors[0], Unauthorized) and isinstance(errors[1], UpstreamUnavailable)
     assert "demo" in repr(clients[0]) and sandbox.api_url in repr(clients[0])
     assert not [text for text in shown if secret in text]
+
+
+def test_each_api_names_itself_in_its_errors(sandbox, demo):
+    _, client = demo
+    with pytest.raises(NotFound) as caught:
+        client.get("user", "nobody-here")
+    assert caught.value.service == "socialos" and caught.value.label == "the Social OS API"
+    with pytest.raises(Forbidden) as caught:
+        SocialOS(sandbox.api_url, sandbox.admin_url, "demo", "demo").admin().get("user")
+    assert caught.value.service == "socialos-admin" and caught.value.label == "the Social OS admin API"
