@@ -85,6 +85,8 @@ def read_answer(conn, wait, done=None):
 
 def app_env(db, sandbox, **overrides):
     """Production-mode settings against the test services: a fresh database name and key."""
+    # Stopping test apps at once: only tests of the drain itself ask for one.
+    overrides.setdefault("SHUTDOWN_DRAIN", "0")
     return processes.app_env(db.uri_for("app_" + secrets.token_hex(4)), sandbox, secrets.token_hex(32),
                              **overrides)
 
