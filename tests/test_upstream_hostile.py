@@ -1,9 +1,11 @@
-"""What an upstream sends can't break a page or a record, and a session is filed
-under the username the upstream knows, not as it was typed.
+"""What an upstream sends can't break a page or a record or hold it for long, and a
+session is filed under the username the upstream knows, not as it was typed.
 
-The text cases use the sandbox's faults (an answer body of the test's own);
-the username case puts a small case-insensitive Social OS in front of the
-sandbox, as many real directories are, since the sandbox matches names exactly.
+The text cases use the sandbox's faults (an answer body of the test's own).
+The others put a small Social OS of the test's own in front of the sandbox:
+one that matches usernames case-insensitively, as many real directories do
+(the sandbox matches them exactly), and one that trickles or floods its
+answers, which the sandbox can't.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -68,6 +71,9 @@ class _CaseInsensitive(BaseHTTPRequestHandler):
         pass
 
     def _forward(self) -> None:
+        misbehave = self.server.misbehave  # type: ignore[attr-defined]
+        if misbehave is not None and misbehave(self):
+            return
         headers = {}
         auth = self.headers.get("Authorization", "")
         if auth.startswith("Basic "):
@@ -89,14 +95,21 @@ class _CaseInsensitive(BaseHTTPRequestHandler):
     do_GET = do_POST = do_DELETE = do_SEARCH = do_PUT = do_PATCH = _forward
 
 
+fronts: list[ThreadingHTTPServer] = []  # the running fake, for a test to switch its behaviour
+
+
 @pytest.fixture
 def case_insensitive(sandbox) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _CaseInsensitive)
     server.daemon_threads = True
     server.target = sandbox.base  # type: ignore[attr-defined]
+    server.misbehave = None  # type: ignore[attr-defined]
+    server.stopping = threading.Event()  # type: ignore[attr-defined]
+    fronts.append(server)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.stopping.set()  # type: ignore[attr-defined]
     server.shutdown()
     server.server_close()
 
@@ -115,3 +128,57 @@ def test_a_session_opened_as_typed_in_capitals_is_filed_under_the_upstreams_user
     assert done.status_code == 303 and "n=1" in done.headers["Location"]
     ended = get(shouting, app, "/dashboard")
     assert ended.status_code == 303 and "/login" in ended.headers["Location"]
+
+
+# -- answers that never end, or never stop ------------------------------------------------------
+def trickling(handler: BaseHTTPRequestHandler) -> bool:
+    """Profiles come a byte at a time, each well inside the read timeout; the rest is the sandbox's."""
+    if handler.command != "GET" or not handler.path.startswith("/api/user/"):
+        return False
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n{")
+    for _ in range(60000):
+        if handler.server.stopping.wait(0.2):  # type: ignore[attr-defined]
+            break
+        try:
+            handler.wfile.write(b" ")
+            handler.wfile.flush()
+        except OSError:
+            break
+    handler.close_connection = True
+    return True
+
+
+def flooding(handler: BaseHTTPRequestHandler) -> bool:
+    """Profiles are endless JSON; the rest is the sandbox's."""
+    if handler.command != "GET" or not handler.path.startswith("/api/user/"):
+        return False
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[")
+    try:
+        for _ in range(4000):  # 256 MB if anyone read it all
+            handler.wfile.write(b"1," * 32768)
+    except OSError:
+        pass
+    handler.close_connection = True
+    return True
+
+
+def test_a_trickling_or_flooding_upstream_costs_a_page_its_deadline_and_no_more(start_app, case_insensitive):
+    app = start_app(SOCIALOS_API_URL=f"{case_insensitive}/api", SOCIALOS_ADMIN_URL=f"{case_insensitive}/admin",
+                    UPSTREAM_CONNECT_TIMEOUT="1", UPSTREAM_READ_TIMEOUT="1", UPSTREAM_MAX_BYTES="65536")
+    s, answer = sign_in(app)
+    assert answer.status_code == 303
+    front = fronts[-1]
+    front.misbehave = trickling  # type: ignore[attr-defined]
+    started = time.monotonic()
+    slow = get(s, app, "/dashboard")
+    elapsed = time.monotonic() - started
+    assert slow.status_code == 504 and "did not answer in time" in slow.text, re.findall(r"<p>[^<]*</p>", slow.text)
+    assert elapsed < 3.5, elapsed  # connect + read = 2 s in all, whatever the byte rate
+
+    front.misbehave = flooding  # type: ignore[attr-defined]
+    started = time.monotonic()
+    flood = get(s, app, "/dashboard")
+    assert flood.status_code == 502 and "The Social OS API sent an answer too large to read." in flood.text
+    assert time.monotonic() - started < 3
+    front.misbehave = None  # type: ignore[attr-defined]
+    assert get(s, app, "/dashboard").status_code == 200  # and the session lived through it
