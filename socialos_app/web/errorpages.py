@@ -39,7 +39,8 @@ def error_page(status: object, message: str | None, traceback: str | None, versi
     heading = HEADINGS.get(code, "Error")
     try:
         return render("error.html", title=heading, heading=heading, message=message, back=back,
-                      back_label=label, user=signed_in, csrf_token=getattr(request, "csrf_token", ""))
+                      back_label=label, user=signed_in, csrf_token=getattr(request, "csrf_token", ""),
+                      request_id=getattr(request, "request_id", ""))  # for templates/error.html to quote
     except Exception:  # noqa: BLE001 - the error page itself must never fail
         return f"{code} {heading}"
 
