@@ -21,8 +21,12 @@ from socialos_app.ops.logs import (
     ScrubFilter,
     TextFormatter,
     cap,
+    database_words,
     escape,
+    recovered,
     scrub,
+    trouble,
+    troubled,
 )
 from support import App, app_env, read_answer, wait_for
 
@@ -112,7 +116,6 @@ def test_any_id_nginx_passes_on_is_kept_whole_and_never_scrubbed(json_app, text_
         assert "socialos.request GET /login 200" in line and "[scrubbed]" not in line
 
 
-@pytest.mark.xfail(reason="web/errorpages.py does not show the request id yet (web helper)", strict=False)
 def test_the_request_id_is_on_the_error_page(json_app):
     rid = secrets.token_hex(16)
     answer = requests.get(json_app.url("/no/such/page"), headers={"X-Request-ID": rid}, timeout=10)
@@ -368,3 +371,59 @@ def test_a_12_kb_path_costs_no_one_else_any_time(text_app):
                                  None), 10, "the request line")
     assert f"…[+{len(path)}]" in line or "…[+" in line
     assert len(line) < 1000
+
+
+# -- trouble and recovery, once each ----------------------------------------------------------
+def test_trouble_is_one_line_per_outage_recovery_one_more_and_flapping_is_held_back(caplog):
+    key = "test-thing-" + secrets.token_hex(4)
+    caplog.set_level(logging.WARNING, logger="socialos")
+
+    def lines(state):
+        return [r for r in caplog.records if getattr(r, "fields", {}).get("trouble") == key
+                and r.fields["state"] == state]
+
+    assert not recovered(key, "back")  # never down: nothing to say
+    for _ in range(50):  # every request that notices reports it
+        trouble(key, "%s down", "thing", quiet=0.3)
+    assert troubled(key) and len(lines("down")) == 1 and lines("down")[0].getMessage() == "thing down"
+    assert recovered(key, "%s back", "thing") and not troubled(key)
+    assert len(lines("up")) == 1 and lines("up")[0].getMessage().startswith("thing back (after ")
+    assert lines("up")[0].levelno == logging.WARNING
+
+    # Down again at once: held back (the last line is fresh); back before it is written: not written either.
+    assert not trouble(key, "down", quiet=0.3)
+    assert not recovered(key, "back")
+    # Down again and staying down: written once the quiet time has passed, with the brief outage counted.
+    assert not trouble(key, "down", quiet=0.3)
+    wait_for(lambda: trouble(key, "down", quiet=0.3), 5, "the held-back line")
+    assert lines("down")[-1].getMessage() == "down (1 brief outage of this before, not logged)"
+    assert len(lines("down")) == 2 and recovered(key, "back") and len(lines("up")) == 2
+
+
+def test_database_errors_are_named_in_words():
+    class PyMongoError(Exception):
+        pass
+
+    class WaitQueueTimeoutError(PyMongoError):
+        pass
+
+    class OperationFailure(PyMongoError):
+        def __init__(self, code):
+            super().__init__("Authentication failed. Refer to docstring.")
+            self.code = code
+
+    class StoreUnavailable(Exception):
+        pass
+
+    def wrapped(exc):
+        try:
+            raise StoreUnavailable(type(exc).__name__) from exc
+        except StoreUnavailable as outer:
+            return outer
+
+    assert database_words(wrapped(WaitQueueTimeoutError())) == \
+        "database not answering: every pooled connection is waiting on it (WaitQueueTimeoutError)"
+    assert database_words(wrapped(OperationFailure(18))) == \
+        "database refused: authentication failed (OperationFailure)"
+    assert database_words(wrapped(OperationFailure(2))) == "database refused an operation (OperationFailure)"
+    assert database_words(StoreUnavailable("SomethingNew\r\n")) == "database error (SomethingNew\\r\\n)"
