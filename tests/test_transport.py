@@ -11,6 +11,7 @@ the circuit breaker's clock is driven by hand.
 import email.utils
 import json
 import socket
+import ssl
 import threading
 import time
 import tracemalloc
@@ -18,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
+import trustme
 
 from socialos_app.ops import metrics
 from socialos_app.settings import Settings
@@ -485,6 +487,36 @@ def test_an_upstream_trickling_its_answer_is_cut_at_the_deadline(upstream, where
         error, elapsed = unavailable(call)
         assert error.reason == "timeout" and error.message.startswith("did not answer in time")
         assert 1.0 < elapsed < 1.6, elapsed
+
+
+@pytest.fixture
+def tls_upstream():
+    """The switchable server behind TLS (a CA of the test's own), and that CA's bundle path."""
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server = SwitchableServer()
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    with ca.cert_pem.tempfile() as bundle:
+        yield server, f"https://127.0.0.1:{server.server_address[1]}", bundle
+    server.stopping.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_deadline_cuts_a_tls_connection_too(tls_upstream):
+    server, base, bundle = tls_upstream
+    transport = Transport(4, verify=bundle)
+    user, _ = clients(base, transport, timeout=(0.5, 0.6))
+    assert user.get("user") == {"ok": True}  # a kept-alive TLS connection, then the same one trickles
+    server.script = lambda handler: (handler.wfile.write(HEAD), trickle(b" " * 100000, 0.1, server.stopping)(handler))
+    server.mode = "script"
+    error, elapsed = unavailable(lambda: user.get("user"))
+    assert error.reason == "timeout" and 1.0 < elapsed < 1.6, elapsed
+    server.mode = "ok"
+    assert user.get("user") == {"ok": True}  # the cut connection was replaced, not reused
 
 
 def test_an_answer_over_the_size_limit_is_refused_unread(upstream):

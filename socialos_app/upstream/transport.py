@@ -216,7 +216,7 @@ def _active() -> _Call | None:
     return call
 
 
-class _Watched(HTTPConnection):
+class _DeadlineConnection(HTTPConnection):
     """urllib3's connection, attached to the calling thread's ``_Call`` whenever it is used."""
 
     def connect(self) -> None:
@@ -234,16 +234,16 @@ class _Watched(HTTPConnection):
         super().request(method, url, body, headers, **kwargs)
 
 
-class _WatchedTLS(_Watched, HTTPSConnection):
+class _DeadlineTLSConnection(_DeadlineConnection, HTTPSConnection):
     """The same for https."""
 
 
 class _Pool(HTTPConnectionPool):
-    ConnectionCls = _Watched
+    ConnectionCls = _DeadlineConnection
 
 
 class _TLSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedTLS
+    ConnectionCls = _DeadlineTLSConnection
 
 
 class _Adapter(HTTPAdapter):
