@@ -419,11 +419,11 @@ def troubled(key: str) -> bool:
 # The database's own errors in words, by exception class name (the driver's
 # classes, looked up by name so this module needs no driver).
 _DB_WORDS = {
-    "WaitQueueTimeoutError": "database not answering (every pooled connection is waiting on it)",
-    "ServerSelectionTimeoutError": "database not reachable (no server answered in time)",
+    "WaitQueueTimeoutError": "database not answering: every pooled connection is waiting on it",
+    "ServerSelectionTimeoutError": "database not reachable: no server answered in time",
     "NetworkTimeout": "database not answering in time",
-    "ExecutionTimeout": "database too slow (an operation passed its deadline)",
-    "NotPrimaryError": "database has no primary (failover in progress?)",
+    "ExecutionTimeout": "database too slow: an operation passed its deadline",
+    "NotPrimaryError": "database has no primary: a failover or a lost majority",
     "AutoReconnect": "connection to the database lost",
     "ConnectionFailure": "database not reachable",
     "DocumentTooLarge": "an operation too large for the database",
@@ -432,7 +432,7 @@ _DB_WORDS = {
     "PyMongoError": "database error",
 }
 _DB_CODES = {13: "database refused: not authorized", 18: "database refused: authentication failed",
-             50: "database too slow (an operation passed its deadline)",
+             50: "database too slow: an operation passed its deadline",
              11600: "database shutting down", 91: "database shutting down"}
 
 
