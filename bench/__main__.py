@@ -35,6 +35,7 @@ import json
 import math
 import random
 import re
+import secrets
 import shutil
 import statistics
 import sys
@@ -226,6 +227,81 @@ def signout_trials(a, b, trials, timeout=5.0):
                     "after_request_ms": round((refused - t_sent) * 1000, 2),
                     "signout_ms": round((t_answered - t_sent) * 1000, 2), "polls": polls})
     return out
+
+
+class _CountingListener:
+    """A ``ChangeListener`` that counts what an instance's cache would be told."""
+
+    def __init__(self):
+        self.up = threading.Event()
+        self.lock = threading.Lock()
+        self.forgotten = []
+
+    def stream_up(self):
+        self.up.set()
+
+    def stream_down(self):
+        pass
+
+    def forget(self, record_id):
+        with self.lock:
+            self.forgotten.append(record_id)
+
+
+def stream_events_per_touch(uri, touches=1000, batch=100, timeout=60.0):
+    """Change events one instance receives per touch written by another.
+
+    Instance A is ``MongoSessionStore.watch`` (the app's own stream pipeline)
+    with a listener that counts; instance B is a store on another client
+    writing touches with ``touch_many``, as the touch writer does: ``accessed``
+    of ``touches`` stored sessions set to now, in batches of ``batch``. A
+    marker record deleted last ends the count (events arrive in commit order).
+    ``before``: the same touches seen through a stream that leaves out inserts
+    only (the pipeline before issue 25), for the paper model.
+    """
+    from pymongo import MongoClient
+    clients = [MongoClient(uri, serverSelectionTimeoutMS=5000) for _ in range(3)]
+    a_store = MongoSessionStore(clients[0].get_default_database()["sessions"])
+    b_store = MongoSessionStore(clients[1].get_default_database()["sessions"])
+    old = clients[2].get_default_database()["sessions"]
+    listener, stop = _CountingListener(), threading.Event()
+    watcher = threading.Thread(target=a_store.watch, args=(listener, stop), daemon=True)
+    old_events = []
+
+    def follow_old(stream):
+        for change in stream:
+            old_events.append(change["operationType"])
+            if change["operationType"] == "delete" and change["documentKey"]["_id"] == marker:
+                return
+
+    marker = "bench-marker-" + secrets.token_hex(8)
+    try:
+        watcher.start()
+        if not listener.up.wait(timeout):
+            raise RuntimeError("the session change stream did not open")
+        ids = [d["_id"] for d in b_store.collection.find({}, {"_id": 1}).limit(touches)]
+        with old.watch([{"$match": {"operationType": {"$ne": "insert"}}}]) as stream:
+            old_follower = threading.Thread(target=follow_old, args=(stream,), daemon=True)
+            old_follower.start()
+            for k in range(0, len(ids), batch):
+                now = utcnow()
+                b_store.touch_many({rid: now for rid in ids[k:k + batch]})
+            b_store.collection.insert_one({"_id": marker, "accessed": utcnow()})
+            b_store.collection.delete_one({"_id": marker})
+            deadline = time.monotonic() + timeout
+            while marker not in listener.forgotten or old_follower.is_alive():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the marker's delete never arrived")
+                time.sleep(0.05)
+    finally:
+        stop.set()
+        watcher.join(5)
+        for client in clients:
+            client.close()
+    events = len(listener.forgotten) - 1          # the marker's own delete is not a touch's
+    before = len(old_events) - 1
+    return {"touches": len(ids), "events": events, "per_touch": events / len(ids) if ids else 0.0,
+            "before_events": before, "before_per_touch": before / len(ids) if ids else 0.0}
 
 
 def admin_stats(app, idle_seconds=3600, counts=2, views=9, every_s=0.5):
@@ -545,6 +621,11 @@ def main(argv=None):
         say(f"sign-out on A refused by B, {len(trials)} trials: p50 {percentile(visible, 50):.1f} ms, "
             f"p99 {percentile(visible, 99):.1f} ms after A answered "
             f"(from the sign-out request: p99 {percentile([t['after_request_ms'] for t in trials], 99):.1f} ms)")
+        stream = stream_events_per_touch(small_app.mongodb_uri)
+        raw["stream_events"] = stream
+        say(f"change events one instance receives per touch written by another: {stream['per_touch']:.3f} "
+            f"({stream['events']} for {stream['touches']} touches; a stream leaving out inserts only: "
+            f"{stream['before_per_touch']:.3f})")
         peer_app.stop()
 
         # 3. 100,000 sessions stored: /admin's statistics, the cache's bytes per session
@@ -648,6 +729,7 @@ def main(argv=None):
                                                           standalone["reads"] / standalone["requests"]),
         "db_writes_per_request": figures.figure("db_writes_per_request", steady["writes"] / steady["requests"]),
         "signout_visible_p99_ms": figures.figure("signout_visible_p99_ms", percentile(visible, 99)),
+        "stream_events_per_touch": figures.figure("stream_events_per_touch", stream["per_touch"]),
         "upstream_page_vs_unsigned": figures.figure("upstream_page_vs_unsigned",
                                                     paired(runs, "upstream", "upstream_unsigned")),
         "admin_stats_100k_p50_ms": figures.figure("admin_stats_100k_p50_ms", statistics.median(stats["ms"])),

@@ -27,6 +27,8 @@ FIGURES = {
                                         "the same, cache on, standalone database (no change stream)"),
     "db_writes_per_request": ("writes/request", "≤ 0.02", "database writes per signed-in request (steady state)"),
     "signout_visible_p99_ms": ("ms", "≤ 50", "sign out on instance A until instance B refuses the cookie, p99"),
+    "stream_events_per_touch": ("events/touch", "≤ 0.01",
+                                "change events one instance receives per touch written by another"),
     "upstream_page_vs_unsigned": ("ratio", "≥ 0.85",
                                   "req/s of a page making one pooled upstream call, signed in ÷ without a session"),
     "admin_stats_100k_p50_ms": ("ms", "≤ 150",

@@ -1,9 +1,13 @@
 """Each instance's memory of the session records it recently served.
 
 A bounded LRU keyed by record id, kept honest by the store's change feed
-(``SessionStore.watch``; MongoDB change streams): a delete, replace or
-any update other than a touch of ``accessed`` evicts the entry; a touch
-updates it in place. Correctness never depends on the cache:
+(``SessionStore.watch``; MongoDB change streams): a delete, a replace or
+any update evicts the entry. The feed carries no touches of ``accessed``
+(they would reach every instance, for every session, once a minute), so an
+entry's ``accessed`` is the one read from the database or written by this
+instance, never newer than the database's: the engine reads an entry that
+looks idle once more before refusing it (another instance may have kept the
+session alive). Correctness never depends on the cache:
 
 * until the feed is confirmed running (``stream_up``), and again from the
   moment it stops (``stream_down``: an error, a restart, lost history),
@@ -88,26 +92,14 @@ class SessionCache:
             self._trusted = False
 
     def forget(self, record_id: str) -> None:
-        """A record was deleted, replaced or changed."""
+        """A record was deleted, replaced or changed (or this instance's touch of it failed)."""
         with self._lock:
             self._entries.pop(record_id, None)
             self._epoch += 1
 
-    def touched(self, record_id: str, accessed: object) -> None:
-        """Only ``accessed`` changed: the entry takes the stored value (events arrive in
-        commit order, so the last one is what the database holds), without a reload."""
-        with self._lock:
-            record = self._entries.get(record_id)
-            if record is not None:
-                if isinstance(accessed, datetime):
-                    self._entries[record_id] = replace(record, accessed=accessed)
-                else:
-                    del self._entries[record_id]
-            self._epoch += 1
-
     def touched_here(self, record_id: str, accessed: datetime) -> None:
-        """This instance just touched a record: move the entry forward (never back) until
-        the stream's own event confirms it, so concurrent requests don't touch again."""
+        """This instance is writing ``accessed`` of a record: move the entry forward (never
+        back), so concurrent requests don't touch again (a failed write ``forget``s it)."""
         with self._lock:
             record = self._entries.get(record_id)
             if record is not None and accessed > record.accessed:

@@ -5,9 +5,9 @@ integrity, re-sealing after a key rotation, a user's live devices, ending
 them, statistics); stores only keep records (``store.SessionStore``).
 
 Per signed-in request: at most one database read (none when the record is
-in this instance's cache and the change feed is confirmed, see
-``cache.py``), an HMAC check of the record, and a write only when
-``accessed`` is over ``TOUCH_EVERY`` old (idle expiry stays exact to a
+in this instance's cache, the change feed is confirmed and the cached
+``accessed`` is within ``idle``, see ``cache.py``), an HMAC check of the
+record, and a write only when ``accessed`` is over ``TOUCH_EVERY`` old (idle expiry stays exact to a
 minute with almost no writes; once ``start_background`` has run, written by
 a background thread, ``touches.py``, so the page never waits for it) or
 when a session made under a previous SECURE_KEY is re-sealed under the
@@ -146,15 +146,18 @@ class SessionEngine:
     ``keyring`` is the ``crypto.Keyring`` of the server secrets.
     ``cache_size`` > 0 keeps up to that many records in this instance,
     trusted only while ``start_background`` has the store's change feed running.
+    ``touch_every`` (seconds): how old ``accessed`` may grow before a request writes it
+    (``TOUCH_EVERY``; tests shorten it with the idle timeout).
     Every method may raise ``StoreUnavailable`` (a real database failure only).
     """
 
     def __init__(self, store: SessionStore, keyring: Keyring, idle_seconds: int, max_age_seconds: int,
-                 cache_size: int = 0) -> None:
+                 cache_size: int = 0, touch_every: float = TOUCH_EVERY.total_seconds()) -> None:
         self.store = store
         self.keyring = keyring
         self.idle = timedelta(seconds=idle_seconds)
         self.max_age = timedelta(seconds=max_age_seconds)
+        self.touch_every = timedelta(seconds=touch_every)
         self.cache = SessionCache(cache_size) if cache_size else None
         self.counts = LiveCounts(self._count)
         self.touches = TouchWriter(store, self._forget)
@@ -223,7 +226,12 @@ class SessionEngine:
             return None
         ids = self.keyring.record_ids(token)
         cache = self.cache
+        now = utcnow()
         record = cache.get(ids[0]) if cache is not None else None
+        if record is not None and now - record.accessed >= self.idle and now < record.expires:
+            # Other instances' touches don't reach this cache (the change feed leaves them out):
+            # a record that looks idle here may not be. The database's ``accessed`` decides.
+            record = None
         snapshot = None
         if record is not None:
             metrics.session_cache(True)
@@ -239,7 +247,6 @@ class SessionEngine:
                 index = ids.index(record.id)
             except ValueError:
                 return None
-        now = utcnow()
         if not record.tag:
             return self._adopt(token, record, index, now)
         if not self._authentic(record, index):
@@ -257,7 +264,7 @@ class SessionEngine:
             return self._reseal(token, record, credentials, now)
         if cache is not None:
             cache.put(record, snapshot)
-        if now - record.accessed >= TOUCH_EVERY:
+        if now - record.accessed >= self.touch_every:
             if not self.touches.touch(record.id, now):  # written in the background when it can be
                 self.store.touch(record.id, now)
             record = replace(record, accessed=now)

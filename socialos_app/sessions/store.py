@@ -65,10 +65,10 @@ class ChangeListener(Protocol):
         """The feed stopped (an error, a restart, lost history): nothing reported may be trusted."""
 
     def forget(self, record_id: str) -> None:
-        """A record was deleted, replaced or changed in any way but its ``accessed``."""
+        """A record was deleted, replaced, changed, or its ``accessed`` moved into the past.
 
-    def touched(self, record_id: str, accessed: object) -> None:
-        """Only ``accessed`` changed, to ``accessed`` (as stored: a datetime unless tampered with)."""
+        A touch (``accessed`` alone, moved to about now) needn't be told: a
+        listener that keeps records reads one again before refusing it as idle."""
 
 
 class SessionStore(ABC):
@@ -144,7 +144,8 @@ class SessionStore(ABC):
         """Optional change feed, run in the caller's thread until ``stop`` (an Event) is set.
 
         Tells ``listener`` (a ``ChangeListener``) of every change to a stored
-        record, and whether the feed is up. A backend without a feed raises
-        ``NotImplementedError``: the engine then reads through on every request.
+        record but touches of ``accessed`` alone, and whether the feed is up.
+        A backend without a feed raises ``NotImplementedError``: the engine
+        then reads through on every request.
         """
         raise NotImplementedError

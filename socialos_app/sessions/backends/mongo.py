@@ -12,7 +12,9 @@ ended by every instance. Touches of ``accessed`` alone are written ``w=1``
 without the journal: all they move is idle expiry, by at most a minute if
 one is lost.
 
-``watch`` is the change feed the engine's per-instance cache listens to.
+``watch`` is the change feed the engine's per-instance cache listens to: it
+carries revocations (deletes, replaces, changes of any field but
+``accessed``), never touches (see ``REVOCATIONS``).
 """
 
 import contextlib
@@ -33,7 +35,7 @@ from socialos_app.ops import logs
 from socialos_app.sessions.store import ChangeListener, RecordExists, SessionRecord, SessionStats, SessionStore
 from socialos_app.storage import StoreUnavailable
 
-__all__ = ["MongoSessionStore", "document_from_record", "record_from_document"]
+__all__ = ["MongoSessionStore", "REVOCATIONS", "document_from_record", "record_from_document"]
 
 log = logging.getLogger("socialos")
 
@@ -42,9 +44,25 @@ Document = dict[str, Any]
 # How long one wait for change events lasts: bounds how quickly ``stop`` is noticed.
 WATCH_AWAIT_MS = 250
 WATCH_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0)
-# A new record can't be cached yet (ids are never reused while they exist): inserts are
-# left out of the stream, so sign-ins cost the cache nothing.
-_NO_INSERTS = [{"$match": {"operationType": {"$ne": "insert"}}}]
+# What each instance's stream carries: revocations, not activity. Matched on the server, so
+# what is left out is never sent: inserts (a new record can't be cached yet: ids are never
+# reused while they exist) and touches, updates that only move ``accessed`` to about now (one
+# per active session per minute, from every instance; an instance re-reads a cached record
+# that looks idle instead of following them). Deletes, replaces, other updates, invalidations,
+# and a write that moves ``accessed`` into the past (it shortens the session) still arrive.
+TOUCH_SLACK_MS = 60_000  # a touch is written within this of its ``accessed`` (batched, or delayed)
+_NEVER = datetime(9999, 1, 1)
+_TOUCH = {"$and": [
+    {"$eq": ["$operationType", "update"]},
+    {"$eq": [{"$map": {"input": {"$objectToArray": "$updateDescription.updatedFields"}, "in": "$$this.k"}},
+             ["accessed"]]},
+    {"$eq": [{"$size": {"$ifNull": ["$updateDescription.removedFields", []]}}, 0]},
+    {"$eq": [{"$type": "$updateDescription.updatedFields.accessed"}, "date"]},
+    # wallTime: the server's clock at the write (an event without it is never taken for a touch).
+    {"$gte": ["$updateDescription.updatedFields.accessed",
+              {"$subtract": [{"$ifNull": ["$wallTime", _NEVER]}, TOUCH_SLACK_MS]}]},
+]}
+REVOCATIONS = [{"$match": {"operationType": {"$ne": "insert"}, "$expr": {"$not": [_TOUCH]}}}]
 
 _FIELDS = ("username", "name", "admin", "sealed", "created", "accessed", "expires",
            "handle", "user_agent", "address", "key_ref", "tag")
@@ -173,7 +191,7 @@ class MongoSessionStore(SessionStore):
         failures = 0
         while not stop.is_set():
             try:
-                with self.collection.watch(_NO_INSERTS, resume_after=token,
+                with self.collection.watch(REVOCATIONS, resume_after=token,
                                            max_await_time_ms=WATCH_AWAIT_MS) as stream:
                     listener.stream_up()
                     logs.recovered("change_stream", "session change stream running again; the session cache "
@@ -201,14 +219,7 @@ def _dispatch(change: Mapping[str, Any], listener: ChangeListener) -> bool:
     """Tell the listener what one change event means; False when the stream is over."""
     kind = change.get("operationType")
     record_id = (change.get("documentKey") or {}).get("_id")
-    if kind == "update" and record_id is not None:
-        description = change.get("updateDescription") or {}
-        updated = description.get("updatedFields") or {}
-        if set(updated) == {"accessed"} and not description.get("removedFields"):
-            listener.touched(record_id, updated["accessed"])
-        else:
-            listener.forget(record_id)
-    elif kind in ("delete", "replace") and record_id is not None:
+    if kind in ("update", "delete", "replace") and record_id is not None:
         listener.forget(record_id)
     else:  # drop, rename, dropDatabase, invalidate, or anything unknown: start over
         listener.stream_down()
