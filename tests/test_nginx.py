@@ -17,6 +17,7 @@ What it shows:
 """
 
 import http.client
+import json
 import os
 import re
 import secrets
@@ -111,6 +112,9 @@ class Nginx:
         # The plain listener on loopback only (the template listens on all addresses).
         conf = conf.replace(f"listen {self.port} default_server;",
                             f"listen 127.0.0.1:{self.port} default_server;")
+        # The JSON access log in the test's own directory, not the system's.
+        self.access_log = self.dir / "socialos.access.log"
+        conf = conf.replace("/var/log/nginx/access.log", str(self.access_log))
         self.tls_port = None
         if tls:
             self.tls_port = free_port()
@@ -338,11 +342,12 @@ def test_forwarded_headers_are_overwritten_not_appended(tapped, relay):
     assert header(headers, "x-forwarded-proto") == ["http"]
     assert header(headers, "x-forwarded-host") == ["shop.example:8443"]
     assert header(headers, "host") == ["shop.example"]
-    assert header(headers, "x-request-id") == ["req-123.abc"]
+    # The request id is nginx's own, whatever the client sent: one id for both logs.
+    assert re.fullmatch(r"[0-9a-f]{32}", header(headers, "x-request-id")[0])
     for dropped in ("forwarded", "x-forwarded-port", "x-forwarded-ssl", "upgrade"):
         assert not header(headers, dropped), dropped
 
-    # A request id that is not a sane token is replaced by nginx's own.
+    # ... and so it is for a request id that is not even a token.
     codes, _ = exchange(tapped.port, (f"GET /login?m={marker}2 HTTP/1.1\r\nHost: x\r\n"
                                       "X-Request-ID: <script>\r\nConnection: close\r\n\r\n").encode())
     assert codes == [200]
@@ -549,3 +554,30 @@ def test_users_are_served_while_slow_and_silent_clients_hold_on(nginx):
         assert attack.open("upload") == 16
     finally:
         attack.close()
+
+
+def access_lines(proxy, marker, timeout=5):
+    """nginx's JSON access lines for requests whose path holds ``marker`` (written as each request ends)."""
+    def found():
+        text = proxy.access_log.read_text() if proxy.access_log.exists() else ""
+        return [json.loads(line) for line in text.splitlines() if marker in line]
+    return wait_for(found, timeout, "nginx's access line")
+
+
+def test_access_log_is_json_with_request_id_upstream_and_no_query_values(tapped, relay):
+    marker = secrets.token_hex(4)
+    answer = requests.get(tapped.url(f"/login-{marker}?password=hunter2-{marker}&next=/x"), timeout=10,
+                          headers={"X-Request-ID": "client-chosen-id"})
+    assert answer.status_code == 404
+    (entry,) = access_lines(tapped, marker)
+    assert entry["path"] == f"/login-{marker}" and entry["method"] == "GET" and entry["status"] == 404
+    rid = entry["request_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", rid), entry
+    # The id the app got is the one in nginx's log.
+    (_line, headers, _body), = [r for r in relay.requests() if marker in r[0]]
+    assert header(headers, "x-request-id") == [rid]
+    assert entry["upstream"] == f"127.0.0.1:{relay.port}" and entry["upstream_status"] == "404"
+    assert float(entry["upstream_response_time"]) >= 0 and float(entry["request_time"]) >= 0
+    # No query string value anywhere in nginx's log, and no client-chosen id.
+    text = tapped.access_log.read_text()
+    assert f"hunter2-{marker}" not in text and "client-chosen-id" not in text
