@@ -10,7 +10,7 @@ RUN_STAMP   := $(VENV)/.installed-run-$(SUM)
 TEST_STAMP  := $(VENV)/.installed-test-$(SUM)
 BENCH_STAMP := $(VENV)/.installed-bench-$(SUM)
 
-.PHONY: install install-run install-bench run check-config lint test bench browser clean
+.PHONY: install install-run install-bench run check-config lint typecheck test bench browser clean
 
 # The shared step: everything `make run` and `make test` need.
 install: $(if $(wildcard $(BENCH_STAMP)),,$(TEST_STAMP))
@@ -45,13 +45,17 @@ check-config: install-run
 lint: install
 	$(BIN)/ruff check .
 
+# mypy --strict over socialos_app/ (config in pyproject.toml).
+typecheck: install
+	$(BIN)/mypy
+
 # Debian's chromium for the browser tests; best effort (the tests say so plainly when it is missing).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "note: chromium not installed; browser tests will be skipped"; }
 
-test: install browser lint
+test: install browser lint typecheck
 	$(BIN)/python -m pytest -q
 
 bench: install-bench

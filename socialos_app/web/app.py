@@ -47,7 +47,7 @@ __all__ = ["Root", "Services", "app_config", "build_services", "mount"]
 ROOT = resources.root()  # the checkout, or the installed package (the wheel carries static/)
 
 
-def build_services(settings):
+def build_services(settings: Settings) -> Services:
     """Connect (lazily) to the database and upstreams; no I/O happens here."""
     connect(settings.database_uri, settings.db_timeout_ms, settings.thread_pool + 4)
     keyring = Keyring(settings.secure_key, settings.secure_key_previous)
