@@ -189,9 +189,9 @@ def wait_for_database(s: Settings, services: Any, wait: float = DATABASE_WAIT) -
                 services.engine.setup()
                 services.throttle.setup()
             except StoreUnavailable as exc:
-                if unauthorized(exc):
-                    raise DatabaseCheckFailed(f"may not create the app's indexes: {exc.__cause__}; grant the "
-                                              "URI's user readWrite on its database", retry=False) from None
+                refused = unauthorized(exc, s.database_uri, "create the app's indexes")
+                if refused is not None:
+                    raise refused from None
                 raise DatabaseCheckFailed(f"could not create the app's indexes ({exc})", retry=True) from None
             return found
         except DatabaseCheckFailed as exc:

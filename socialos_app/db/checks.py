@@ -82,7 +82,8 @@ def check_database(uri: str, timeout_ms: int = 3000) -> str:
     except (ConfigurationError, ValueError) as exc:
         raise DatabaseCheckFailed(f"not a valid MongoDB URI: {_words(exc)}", retry=False) from None
     user = parsed.get("username") or ""
-    options = parsed.get("options") or {}
+    # pymongo gives the options as a plain dict, spelt as in its documentation.
+    options = {str(k).lower(): v for k, v in (parsed.get("options") or {}).items()}
     set_name = options.get("replicaset")
     db_name = parsed.get("database") or "test"
     client: MongoClient[dict[str, Any]] = MongoClient(
@@ -92,7 +93,7 @@ def check_database(uri: str, timeout_ms: int = 3000) -> str:
         try:
             hello = client[db_name].command("hello")
         except ServerSelectionTimeoutError as exc:
-            if "belongs to a set named" in str(exc) or "replica set name" in str(exc).lower():
+            if "belongs to a set named" in str(exc):  # pymongo's own words, with a direct connection
                 raise DatabaseCheckFailed(f"replica set name mismatch: {_words(exc)}", retry=False) from None
             raise _diagnose_selection(list(parsed.get("nodelist") or []), set_name, timeout_ms, exc) from None
         except OperationFailure as exc:
@@ -129,11 +130,15 @@ def check_database(uri: str, timeout_ms: int = 3000) -> str:
         client.close()
 
 
-def unauthorized(exc: BaseException) -> bool:
-    """True when ``exc`` (or what it was raised from) is the server's "not authorized"."""
+def unauthorized(exc: BaseException, uri: str, what: str) -> DatabaseCheckFailed | None:
+    """When ``exc`` (or what it was raised from) is the server's "not authorized": the failure in words."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OperationFailure) and seen.code == UNAUTHORIZED:
-            return True
+            try:
+                parsed = parse_uri(uri)
+            except (ConfigurationError, ValueError):
+                parsed = {}
+            return _privilege(seen, parsed.get("username") or "", parsed.get("database") or "test", what)
         seen = seen.__cause__
-    return False
+    return None
