@@ -1,7 +1,9 @@
 #!/bin/sh
 # Makes the secret files docker-compose.yml and deploy/docker-compose.scale.yml
 # read (Compose `secrets:`), in deploy/secrets/. Never overwrites a file that
-# exists, so running it again only fills in what is missing.
+# exists, so running it again only fills in what is missing, and sets owner
+# and mode on every secret file there each time it runs: run it again after
+# writing the two files that are yours to fill in.
 #
 #   sh deploy/secrets/init.sh
 #
@@ -16,9 +18,11 @@
 #   socialos_admin_password   the Social OS admin API password
 #   pusher_secret             the Pusher app's secret
 #
-# Files are created mode 0600 (umask 077). The app runs as uid 10001: when
-# this script runs as root it hands the app's four files to that uid;
-# otherwise it says what to run.
+# Every secret file ends up mode 0600, whoever made it and with whatever
+# umask. The app runs as uid 10001: when this script runs as root it hands
+# the app's four files to that uid (the database's two are left to whoever
+# made them: the mongo service copies what it needs as root); run as another
+# user it says what to run as root.
 set -eu
 
 dir=$(cd "$(dirname "$0")" && pwd)
@@ -48,6 +52,10 @@ for name in socialos_admin_password pusher_secret; do
 done
 
 app_files="secure_key mongodb_uri socialos_admin_password pusher_secret"
+all_files="$app_files mongo_root_password mongo_keyfile"
+for name in $all_files; do
+    if [ -e "$dir/$name" ]; then chmod 0600 "$dir/$name"; fi
+done
 if [ "$(id -u)" = 0 ]; then
     for name in $app_files; do
         if [ -e "$dir/$name" ]; then chown 10001:10001 "$dir/$name"; fi
