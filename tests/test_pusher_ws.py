@@ -386,3 +386,109 @@ def test_webhooks_are_signed_and_tell_occupied_added_removed_vacated(box, client
                                                                    body.decode()) is not None
     log = requests.get(f"{box.url}/_sandbox/apps/{APP_ID}/webhooks", timeout=5).json()
     assert log["url"].endswith("/hook") and all(d["status"] == 200 for d in log["deliveries"])
+
+
+# -- user authentication (pusher:signin) and terminated connections -------------------------
+def signin(client, auth):
+    client.send("pusher:signin", {"auth": auth["auth"], "user_data": auth["user_data"]})
+
+
+def closed_with(client):
+    """The close code the sandbox ended ``client`` with (after its pusher:error)."""
+    error = client.expect("pusher:error")
+    with pytest.raises(ConnectionClosed) as closed:
+        client.next()
+    assert closed.value.rcvd.code == error["data"]["code"]
+    return closed.value.rcvd.code
+
+
+def test_signin_with_our_signature_and_the_official_librarys(box, clients):
+    from socialos_app.upstream.pusher import Pusher, user_authentication
+    ours = Pusher(APP_ID, KEY, SECRET, box.url)
+    a, b = clients(), clients()
+    auth = ours.authenticate_user(a.socket_id, "grace", {"name": "Grace"})
+    signin(a, auth)
+    assert a.expect("pusher:signin_success")["data"] == {"user_data": auth["user_data"]}
+    # The official library's authenticate_user is the oracle: its output is accepted unchanged.
+    official = pusher.Pusher(APP_ID, KEY, SECRET).authenticate_user(b.socket_id, {"id": "ada", "name": "Ada"})
+    signin(b, official)
+    assert json.loads(b.expect("pusher:signin_success")["data"]["user_data"])["id"] == "ada"
+    assert requests.get(f"{box.url}/_sandbox/apps/{APP_ID}/users/grace/connections",
+                        timeout=5).json() == {"socket_ids": [a.socket_id]}
+    # pusher-js then subscribes to the user's own #server-to-user- channel; no one else's.
+    a.subscribe("#server-to-user-grace")
+    assert a.expect("pusher_internal:subscription_succeeded")["channel"] == "#server-to-user-grace"
+    a.subscribe("#server-to-user-ada")
+    assert json.loads(a.expect("pusher:subscription_error")["data"])["status"] == 403
+    # Pusher's worked example (library auth reference): {"id":"12345"} on socket 1234.1234.
+    example = user_authentication("278d425bdf160c739803", "7ad3773142a6692b25b8", "1234.1234", {"id": "12345"})
+    assert example == {"auth": "278d425bdf160c739803:"
+                               "4708d583dada6a56435fb8bc611c77c359a31eebde13337c16ab43aa6de336ba",
+                       "user_data": '{"id":"12345"}'}
+
+
+def test_a_forged_signin_and_a_borrowed_socket_id_are_refused_with_4009(box, clients):
+    from socialos_app.upstream.pusher import user_authentication
+    forged, victim, thief = clients(), clients(), clients()
+    signin(forged, user_authentication(KEY, "not-the-secret", forged.socket_id, {"id": "grace"}))
+    assert closed_with(forged) == 4009
+    # A signature made for the victim's socket is worth nothing on another one.
+    signin(thief, user_authentication(KEY, SECRET, victim.socket_id, {"id": "grace"}))
+    assert closed_with(thief) == 4009
+    assert requests.get(f"{box.url}/_sandbox/apps/{APP_ID}/users/grace/connections",
+                        timeout=5).json() == {"socket_ids": []}
+    victim.subscribe("#server-to-user-grace")  # never signed in: not theirs either
+    assert json.loads(victim.expect("pusher:subscription_error")["data"])["status"] == 403
+
+
+def test_terminate_user_connections_closes_that_users_signed_in_sockets_with_4009(box, clients):
+    from socialos_app.upstream.pusher import Pusher
+    ours = Pusher(APP_ID, KEY, SECRET, box.url)
+    room = fresh("presence-")
+    watcher, first, second, bystander = clients(), clients(), clients(), clients()
+    watcher.join(room, "watcher")
+    for c in (first, second):
+        signin(c, ours.authenticate_user(c.socket_id, "carol"))
+        c.expect("pusher:signin_success")
+    first.join(room, "carol")
+    watcher.expect("pusher_internal:member_added")
+    second.join(room, "carol")
+    bystander.join(room, "carol")  # in the channel as carol but never signed in: Pusher leaves it be
+    assert ours.terminate_user_connections("carol") == {}
+    assert closed_with(first) == closed_with(second) == 4009
+    assert bystander.quiet() and watcher.quiet()  # carol is still here through the bystander socket
+    assert presence_ids(box, room) == ["carol", "watcher"]
+    bystander.close()
+    assert json.loads(watcher.expect("pusher_internal:member_removed")["data"]) == {"user_id": "carol"}
+
+
+def presence_ids(box, channel):
+    return sorted(u["id"] for u in requests.get(
+        f"{box.url}/_sandbox/apps/{APP_ID}/channels/{channel}/members", timeout=5).json()["members"])
+
+
+def test_the_official_librarys_terminate_user_connections_signing_is_accepted(box, clients):
+    """The official library signs the call; it is sent to the documented path.
+
+    Its own ``terminate_user_connections`` (3.3.x) builds ``/users/{id}/terminate_connections``
+    without ``/apps/{app_id}`` (its other calls have it; the Node library's has it too), which
+    Pusher's HTTP API does not serve: the sandbox answers it 404 like any unknown path.
+    """
+    from pusher.http import POST, Request
+    official = pusher.Pusher(APP_ID, KEY, SECRET, host="127.0.0.1", port=box.server_address[1], ssl=False)
+    client = official._pusher_client
+    a = clients()
+    signin(a, pusher.Pusher(APP_ID, KEY, SECRET).authenticate_user(a.socket_id, {"id": "dora"}))
+    a.expect("pusher:signin_success")
+    own = client.terminate_user_connections.make_request("dora")
+    assert own.path == "/users/dora/terminate_connections"
+    assert requests.post(own.url, data=own.body, headers=own.headers, timeout=5).status_code == 404
+    assert a.quiet()
+    signed = Request(client, POST, f"/apps/{APP_ID}/users/dora/terminate_connections", {})
+    assert client.http.send_request(signed) == {}
+    assert closed_with(a) == 4009
+    # A wrong signature is refused as on every other call.
+    bad = pusher.Pusher(APP_ID, KEY, "wrong", host="127.0.0.1", port=box.server_address[1], ssl=False)
+    with pytest.raises(pusher.errors.PusherBadAuth):
+        bad._pusher_client.http.send_request(
+            Request(bad._pusher_client, POST, f"/apps/{APP_ID}/users/dora/terminate_connections", {}))

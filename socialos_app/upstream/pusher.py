@@ -44,7 +44,8 @@ from socialos_app.upstream.transport import JSON, OnTransport, Timeout, Transpor
 
 __all__ = [
     "Pusher", "WebhookError", "BadRequest", "PayloadTooLarge", "sign_query", "channel_authorization",
-    "valid_channel", "valid_presence_channel", "valid_private_channel", "valid_socket_id",
+    "user_authentication", "valid_channel", "valid_presence_channel", "valid_private_channel", "valid_socket_id",
+    "valid_user_id", "MAX_USER_ID",
     "MAX_CHANNELS", "MAX_DATA_BYTES", "MAX_EVENT_NAME", "MAX_BATCH",
     # the shared errors its calls raise, here so a script needs one import
     "UpstreamError", "Unauthorized", "Forbidden", "NotFound", "UpstreamUnavailable", "AnswerTooLarge",
@@ -59,10 +60,12 @@ MAX_DATA_BYTES = 10 * 1024
 MAX_EVENT_NAME = 200
 MAX_BATCH = 10
 MAX_CHANNEL_NAME = 164
+MAX_USER_ID = 200  # as the official libraries check a user id
 
 # Explicit ASCII classes: \d and \w would also accept other scripts' digits and letters.
 _CHANNEL_RE = re.compile(rf"\A[A-Za-z0-9_\-=@,.;]{{1,{MAX_CHANNEL_NAME}}}\Z")
 _SOCKET_ID_RE = re.compile(r"\A[0-9]{1,20}\.[0-9]{1,20}\Z")
+_USER_ID_RE = re.compile(rf"\A[A-Za-z0-9_\-=@,.;]{{1,{MAX_USER_ID}}}\Z")
 
 # Compact JSON: the bytes we hash are the bytes we send, with no stray spaces
 # (and channel_data must be byte-identical to what pusher-js forwards).
@@ -101,6 +104,12 @@ def valid_private_channel(name: object) -> bool:
     """A valid channel name that starts ``private-`` (and has more after it)."""
     return valid_channel(name) and isinstance(name, str) and name.startswith("private-") \
         and len(name) > len("private-")
+
+
+def valid_user_id(user_id: object) -> bool:
+    """True for a user id Pusher takes in ``user_data`` and in a users/{id} path: 1..200 characters
+    of a channel name's alphabet (the official libraries check the same)."""
+    return isinstance(user_id, str) and len(user_id) <= MAX_USER_ID and bool(_USER_ID_RE.match(user_id))
 
 
 def valid_socket_id(socket_id: object) -> bool:
@@ -184,6 +193,27 @@ def channel_authorization(key: str, secret: str, socket_id: str, channel: str, u
 
     # Public channels need no authorization; refusing keeps a mistake visible.
     raise ValueError("only private- and presence- channels are authorized")
+
+
+# -- user authentication -----------------------------------------------------
+
+def user_authentication(key: str, secret: str, socket_id: str, user_data: Mapping[str, JSON]) -> dict[str, str]:
+    """Pusher's user authentication answer (``pusher:signin``) for one connection.
+
+    ``user_data`` needs an ``id`` (``valid_user_id``); it travels as compact JSON
+    ``user_data``, and ``auth`` is ``KEY:`` + HMAC-SHA256(secret, ``SOCKET_ID::user::USER_DATA``),
+    so the signature binds the user to that one socket.
+    Raises ValueError on a bad socket id, a bad id or user data that isn't JSON.
+    """
+    if not valid_socket_id(socket_id):
+        raise ValueError("invalid socket_id")
+    if not valid_user_id(user_data.get("id")):
+        raise ValueError("user_data needs an id: 1 to 200 of A-Z a-z 0-9 _ - = @ , . ;")
+    try:
+        encoded = json.dumps(dict(user_data), separators=_COMPACT)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"user_data is not JSON-serializable: {exc}") from None
+    return {"auth": f"{key}:{_hmac_hex(secret, f'{socket_id}::user::{encoded}')}", "user_data": encoded}
 
 
 # -- webhooks ---------------------------------------------------------------
@@ -338,6 +368,24 @@ class Pusher(OnTransport):
                   user_info: JSON = None) -> dict[str, str]:
         """The channel authorization JSON a pusher-js client needs (see ``channel_authorization``)."""
         return channel_authorization(self.key, self._secret, socket_id, channel, user_id, user_info)
+
+    def authenticate_user(self, socket_id: str, user_id: str, user_info: JSON = None) -> dict[str, str]:
+        """The user authentication JSON pusher-js's ``signin`` needs (see ``user_authentication``):
+        ``user_data`` is ``{"id": user_id}``, plus ``user_info`` when given."""
+        user_data: dict[str, JSON] = {"id": user_id}
+        if user_info is not None:
+            user_data["user_info"] = user_info
+        return user_authentication(self.key, self._secret, socket_id, user_data)
+
+    def terminate_user_connections(self, user_id: str) -> JSON:
+        """Close every connection signed in (``pusher:signin``) as ``user_id``; Pusher answers ``{}``.
+
+        Connections that never signed in are not closed, whatever presence channels they are in.
+        """
+        if not valid_user_id(user_id):
+            raise ValueError("invalid user id")
+        return self._request("POST", "POST users", self._app_path("users", quote(user_id, safe=""),
+                                                                     "terminate_connections"), payload={})
 
     def verify_webhook(self, key_header: str | None, signature_header: str | None,
                        body: bytes | str | None) -> dict[str, JSON]:

@@ -17,6 +17,14 @@ the handshake and does the framing; this module is the Pusher protocol:
 * ``pusher:ping`` / ``pusher:pong`` both ways; a socket silent for
   ``activity_timeout`` is pinged, and closed with 4201 if it still says nothing;
 * ``client-`` events on private and presence channels, to the other subscribers;
+* user authentication: ``pusher:signin`` ``{"auth", "user_data"}`` with
+  ``auth`` = ``KEY:HMAC-SHA256(secret, "SOCKET_ID::user::USER_DATA")`` and
+  ``user_data`` a JSON object with a string ``id``, answered
+  ``pusher:signin_success`` ``{"user_data"}``; a wrong signature (or one made
+  for another socket id) is ``pusher:error`` 4009 and the socket is closed
+  with 4009, as Pusher does. A signed-in socket may subscribe to its own
+  ``#server-to-user-{id}`` channel (pusher-js does) and no other's;
+  ``PusherState.terminate_user`` closes a user's signed-in sockets with 4009;
 * close codes: 4001 unknown app key, 4005 path not found, 4007 unsupported
   protocol version, 4008 no protocol version, 4100 over connection quota,
   4201 pong not received, 4200 server going away. Each close is preceded by
@@ -56,6 +64,8 @@ MAX_USER_INFO_BYTES = 1024              # ... and on its user_info
 MAX_PRESENCE_MEMBERS = 100              # ... and on a presence channel's members
 SEND_TIMEOUT = 5.0                      # a socket that won't take our bytes this long is dropped
 
+SERVER_TO_USER = "#server-to-user-"
+
 CHANNEL_RE = re.compile(r"\A[A-Za-z0-9_\-=@,.;]{1,164}\Z")
 APP_PATH_RE = re.compile(r"\A/app/([^/]+)\Z")
 
@@ -81,6 +91,7 @@ class Connection:
         self.lock = threading.Lock()
         self.outbox = collections.deque()
         self.channels = {}  # channel name -> presence user_id (None elsewhere)
+        self.user_id = None  # set by a valid pusher:signin
         self.closed = False
 
     def enqueue(self, message):
@@ -301,6 +312,13 @@ class Session:
                 data = json.loads(data)
             except ValueError:
                 data = None
+        if event == "pusher:signin":
+            if isinstance(data, str):
+                try:
+                    data = json.loads(data)
+                except ValueError:
+                    data = None
+            return self._signin(data if isinstance(data, dict) else {})
         if event == "pusher:subscribe":
             return self._subscribe(data if isinstance(data, dict) else {})
         if event == "pusher:unsubscribe":
@@ -318,8 +336,53 @@ class Session:
         self.conn.send({"event": "pusher:subscription_error", "channel": channel,
                         "data": json.dumps({"type": "AuthError", "error": text, "status": status})})
 
+    def _signin(self, data):
+        """User authentication: the signature binds ``user_data`` to this socket id."""
+        auth, user_data = data.get("auth"), data.get("user_data")
+        key, _, signature = auth.partition(":") if isinstance(auth, str) else ("", "", "")
+        refused = None
+        if not isinstance(user_data, str) or len(user_data.encode()) > MAX_USER_INFO_BYTES:
+            refused = f"user_data must be a JSON string of at most {MAX_USER_INFO_BYTES} bytes"
+        elif not hmac.compare_digest(key.encode(), self.state.key.encode()):
+            refused = "Invalid key in auth: expected the app key before the colon"
+        elif not hmac.compare_digest(signature.encode(), _hmac_hex(
+                self.state.secret, f"{self.conn.socket_id}::user::{user_data}").encode()):
+            refused = "Invalid signature: expected HMAC SHA256 hex digest of SOCKET_ID::user::USER_DATA"
+        else:
+            user_id = self._user_id(user_data)
+            if user_id is None:
+                refused = f"user_data must be a JSON object with an id: a string of 1 to {MAX_USER_ID} characters"
+            elif self.conn.user_id not in (None, user_id):
+                refused = "This connection is already signed in as another user"
+        if refused is not None:
+            return self.conn.close(4009, f"Connection not authorized: {refused}")
+        self.conn.user_id = user_id
+        self.state.signed_in(self.conn, user_id)
+        self.conn.send({"event": "pusher:signin_success", "data": {"user_data": user_data}})
+        return None
+
+    @staticmethod
+    def _user_id(user_data):
+        try:
+            parsed = json.loads(user_data)
+        except (ValueError, RecursionError):
+            return None
+        user_id = parsed.get("id") if isinstance(parsed, dict) else None
+        if isinstance(user_id, str) and 0 < len(user_id) <= MAX_USER_ID:
+            return user_id
+        return None
+
     def _subscribe(self, data):
         channel, auth = data.get("channel"), data.get("auth")
+        if isinstance(channel, str) and channel.startswith(SERVER_TO_USER):
+            # Pusher's own channel for a signed-in user's events: theirs alone, no auth.
+            if self.conn.user_id is None or channel != SERVER_TO_USER + self.conn.user_id:
+                return self._refuse(channel[:200], 403, "Only the signed-in user may subscribe to their "
+                                                        "#server-to-user- channel")
+            if channel in self.conn.channels:
+                return self._error(f"Existing subscription to channel {channel}")
+            self.state.subscribe(self.conn, channel)
+            return None
         if not isinstance(channel, str) or not CHANNEL_RE.match(channel):
             return self._refuse(channel if isinstance(channel, str) else None, 400,
                                 "Invalid channel name: use 1 to 164 of A-Z a-z 0-9 _ - = @ , . ;")

@@ -8,6 +8,7 @@ Pusher's API, under ``/apps/{app_id}/``:
     GET  channels/{name}/users    presence channels only               {"users": [{"id": ...}]}
     POST events                   {"name", "channels" | "channel", "data", "socket_id"?}  {}
     POST batch_events             {"batch": [{"channel", "name", "data", "socket_id"?}]}  {}
+    POST users/{user_id}/terminate_connections   {}: closes that user's signed-in sockets (4009)  {}
 
 Every request is checked as Pusher checks it (wrong app id: 404; anything
 wrong with the signature: 401 ``{"error": reason}`` naming what is wrong):
@@ -37,6 +38,8 @@ Sandbox-only routes (tests and embedded mode; the app itself never calls them):
     GET    /_sandbox/apps/{app_id}/channels/{channel}/members   {"members": [{"id", "user_info"}]}
     GET    /_sandbox/apps/{app_id}/events                       {"events": [...]}: the last 100 received
     DELETE /_sandbox/apps/{app_id}/events                       forget them
+    GET    /_sandbox/apps/{app_id}/users/{user_id}/connections  {"socket_ids": [...]}: the sockets signed in
+                                                                as that user (``pusher:signin``)
     GET    /_sandbox/apps/{app_id}/webhooks                     {"url", "deliveries": [{"time_ms", "events",
                                                                 "status", "error", "attempts"}]}
 """
@@ -146,6 +149,7 @@ class PusherState:
         self.lock = threading.Lock()
         self.channels = {}      # name -> Channel (only while occupied or subscribed)
         self.connections = {}   # socket id -> connection
+        self.users = {}         # user id -> {socket id: connection}, the sockets signed in as them
         self.events = collections.deque(maxlen=EVENT_LOG_SIZE)
 
     # -- internals (call with the lock held) -------------------------------
@@ -156,8 +160,10 @@ class PusherState:
         return channel
 
     def _hooks(self, *events):
+        # Pusher's own #server-to-user- channels are not the app's: no webhooks for them.
+        events = [e for e in events if not e.get("channel", "").startswith("#")]
         if events and self.webhooks is not None:
-            self.webhooks.post(list(events))
+            self.webhooks.post(events)
 
     def _gone_if_empty(self, channel, hooks):
         if not channel.occupied and not channel.subscribers:
@@ -258,11 +264,38 @@ class PusherState:
         touched, hooks = set(), []
         with self.lock:
             self.connections.pop(conn.socket_id, None)
+            sockets = self.users.get(conn.user_id)
+            if sockets is not None:
+                sockets.pop(conn.socket_id, None)
+                if not sockets:
+                    del self.users[conn.user_id]
             for name in list(conn.channels):
                 self._unsubscribe(conn, name, touched, hooks)
             self._hooks(*hooks)
         touched.discard(conn)
         self._flush(touched)
+
+    def signed_in(self, conn, user_id):
+        """``conn`` passed ``pusher:signin`` as ``user_id``."""
+        with self.lock:
+            if conn.socket_id in self.connections:  # not one that is already gone
+                self.users.setdefault(user_id, {})[conn.socket_id] = conn
+
+    def user_sockets(self, user_id):
+        with self.lock:
+            return sorted(self.users.get(user_id, {}))
+
+    def terminate_user(self, user_id):
+        """Close every socket signed in as ``user_id`` with 4009, as Pusher does; how many.
+
+        Each leaves its channels at once (the others see ``member_removed`` now,
+        not when the client answers the close frame)."""
+        with self.lock:
+            doomed = list(self.users.pop(user_id, {}).values())
+        for conn in doomed:
+            conn.close(4009, "You got disconnected by the app.")
+            self.disconnect(conn)
+        return len(doomed)
 
     def all_connections(self):
         with self.lock:
@@ -332,7 +365,7 @@ class PusherState:
         """{channel: (user count, subscription count)} for every occupied channel."""
         with self.lock:
             return {name: (len(c.members), c.subscription_count)
-                    for name, c in self.channels.items() if c.occupied}
+                    for name, c in self.channels.items() if c.occupied and not name.startswith("#")}
 
     # -- events ------------------------------------------------------------
     def record(self, events):
@@ -409,6 +442,11 @@ class PusherHandler(JSONHandler):
         if rest == ["batch_events"]:
             self._need(method, "POST")
             return self.send_json(200, self._batch_events(body))
+        if len(rest) == 3 and rest[0] == "users" and rest[2] == "terminate_connections":
+            self._need(method, "POST")
+            self._check_user_id(rest[1])
+            self.state.terminate_user(rest[1])
+            return self.send_json(200, {})
         raise Refused(404, "not found")
 
     @staticmethod
@@ -502,6 +540,11 @@ class PusherHandler(JSONHandler):
         return {"users": [{"id": uid} for uid in self.state.user_ids(channel)]}
 
     @staticmethod
+    def _check_user_id(user_id):
+        if not user_id or len(user_id) > MAX_USER_ID:
+            raise Refused(400, f"invalid user id: 1 to {MAX_USER_ID} characters")
+
+    @staticmethod
     def _check_channel(channel):
         if not CHANNEL_RE.match(channel):
             raise Refused(400, f"invalid channel name: {channel[:80]!r}")
@@ -572,6 +615,10 @@ class PusherHandler(JSONHandler):
             hooks = self.state.webhooks
             return self.send_json(200, {"url": hooks.url if hooks else None,
                                         "deliveries": hooks.deliveries() if hooks else []})
+        if len(rest) == 3 and rest[0] == "users" and rest[2] == "connections":
+            if method != "GET":
+                raise Refused(405, "method not allowed")
+            return self.send_json(200, {"socket_ids": self.state.user_sockets(rest[1])})
         if rest == ["events"]:
             if method == "GET":
                 return self.send_json(200, {"events": self.state.event_log()})
