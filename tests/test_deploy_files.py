@@ -570,7 +570,8 @@ def test_compose_app_service():
     app = services(COMPOSE)["app"]
     assert "profiles" not in app, "`docker compose up` must start the app"
     assert app["build"] == {"context": ".", "target": "production"}
-    assert app["stop_grace_period"] == "10s"
+    # Drain (3 s) + in-flight (server.shutdown_timeout, 8 s) + exit (~1 s) fit before SIGKILL.
+    assert app["stop_grace_period"] == "15s"
     env = environment(app)
     for name in ("SECURE_KEY", "SOCIALOS_ADMIN_PASSWORD", "PUSHER_SECRET", "MONGODB_URI"):
         assert env[f"{name}_FILE"] == f"/run/secrets/{name.lower()}" and name not in env, name
