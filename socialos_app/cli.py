@@ -437,7 +437,10 @@ def _main(argv: list[str] | None) -> int:
     engine.subscribe("stop", lambda: stop_accepting(server), priority=24)
     engine.subscribe("stop", server.stop)
     engine.subscribe(DRAIN_CHANNEL, lambda: close_after_answer(server))
-    shutdown = _Shutdown(engine, s.shutdown_drain)
+    # Embedded mode has no proxy in front to drain for: Ctrl-C stops at once unless asked otherwise.
+    drain = 0.0 if s.embedded and s.origins.get("shutdown_drain", ("", "default"))[1] == "default" \
+        else s.shutdown_drain
+    shutdown = _Shutdown(engine, drain)
     engine.signal_handler.handlers = {"SIGTERM": shutdown.signal, "SIGINT": shutdown.signal}
     engine.signal_handler.subscribe()
     engine.start()
