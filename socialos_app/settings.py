@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 from urllib.parse import unquote, urlsplit
 
+from socialos_app.addresses import TrustedProxies, trusted_proxies
+
 __all__ = ["DEMO_PUSHER", "SANDBOX_ADMIN", "SECRETS", "Choice", "IntRange", "Seconds", "Settings", "SettingsError",
            "VARIABLES", "Variable", "decode_key", "load", "mask_uri", "report", "secret_literals",
            "unknown_variables"]
@@ -97,8 +99,8 @@ class Settings:
     thread_pool: int = 16
     upstream_connect_timeout: float = 3.05
     upstream_read_timeout: float = 5.0
-    # Behind a reverse proxy: trust X-Forwarded-Proto/Host/For for redirects and client addresses.
-    trusted_proxy: bool = False
+    # Behind reverse proxies: trust X-Forwarded-Proto/Host, and X-Forwarded-For's entries they added.
+    trusted_proxy: TrustedProxies = TrustedProxies()
     db_timeout_ms: int = 2000
     max_body_bytes: int = 64 * 1024
     login_max_failures: int = 5
@@ -215,6 +217,14 @@ def _keys(text: str) -> tuple[bytes, ...]:
         except _Bad as exc:
             raise _Bad(f"key {number} of {len(parts)} {exc}" if len(parts) > 1 else str(exc)) from None
     return tuple(out)
+
+
+def _wrapped(parse: Callable[[str], Any], text: str) -> Any:
+    """A parser of another module, its ValueError read as this table's."""
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise _Bad(str(exc)) from None
 
 
 def _flag(text: str) -> bool:
@@ -430,7 +440,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("LOG_FORMAT", "log_format", Choice("text", "json")),
     Variable("UPSTREAM_CONNECT_TIMEOUT", "upstream_connect_timeout", Seconds(0.1, 60)),
     Variable("UPSTREAM_READ_TIMEOUT", "upstream_read_timeout", Seconds(0.1, 300)),
-    Variable("TRUSTED_PROXY", "trusted_proxy", _flag),
+    Variable("TRUSTED_PROXY", "trusted_proxy", lambda text: _wrapped(trusted_proxies, text)),
     Variable("DB_TIMEOUT_MS", "db_timeout_ms", IntRange(100, 60_000)),
     Variable("LOGIN_MAX_FAILURES", "login_max_failures", IntRange(1, 1000)),
     Variable("SESSION_STORE", "session_store", Choice("mongodb", "memory")),

@@ -2,7 +2,7 @@
 
 Lowest first; a module may import its own layer and the layers below it, never above:
 
-    floor      settings.py, crypto.py, storage.py, resources.py
+    floor      settings.py, crypto.py, storage.py, resources.py, addresses.py
     upstream/  the HTTP clients (requests and the standard library only)
     db/        the MongoDB connection and documents
     ops/       logging, metrics, health
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "socialos_app"
 
 LAYERS = [
-    {"settings", "crypto", "storage", "resources"},
+    {"settings", "crypto", "storage", "resources", "addresses"},
     {"upstream"},
     {"db"},
     {"ops"},

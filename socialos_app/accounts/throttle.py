@@ -4,7 +4,8 @@ Policy (OWASP Authentication Cheat Sheet: throttle, don't lock out).
 Every password check is *reserved* first: one atomic MongoDB update per
 counter both checks and counts it, so 200 parallel guesses get no more
 password checks upstream than 200 sequential ones. Two counters, each over
-a 15-minute window since its last counted attempt:
+a 15-minute window since its last counted attempt (an IPv6 address
+counts as its /64: ``addresses.counted_address``):
 
 * per username *and* address: ``LOGIN_MAX_FAILURES`` (5) attempts go through
   at once; after that each further attempt must wait 1 s, 2 s, 4 s, ... up
@@ -31,6 +32,7 @@ from mongoengine.errors import NotUniqueError
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 
+from socialos_app.addresses import counted_address
 from socialos_app.db.connection import guarded
 from socialos_app.db.documents import LoginCounter, collection_of, create_indexes, objects
 from socialos_app.settings import Settings
@@ -113,6 +115,7 @@ class LoginThrottle:
     def reserve(self, username: str, address: str) -> int:
         """0: go ahead, the attempt is counted; > 0: seconds to wait, nothing counted."""
         now = utcnow()
+        address = counted_address(address)  # IPv6 per /64: one client owns them all
         # The address first: an address that is waiting spends nothing of the pair's allowance.
         wait = self._take(_key("a", address), self.max_failures * ADDRESS_FACTOR, now)
         if wait:
@@ -122,5 +125,6 @@ class LoginThrottle:
     def succeeded(self, username: str, address: str) -> None:
         """A right password: clear that username's count for this address, give the address its attempt back."""
         counters = objects(LoginCounter, self.collection)
+        address = counted_address(address)
         guarded(counters.filter(id=_key("ua", username, address)).delete)
         guarded(counters.filter(id=_key("a", address), count__gt=0).update_one, dec__count=1)

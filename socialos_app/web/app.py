@@ -39,7 +39,7 @@ from socialos_app.web.pages.dashboard import DashboardPages
 from socialos_app.web.pages.presence import PresencePages, PusherEndpoints, live_config
 from socialos_app.web.pages.probes import MetricsPage, Probe
 from socialos_app.web.pages.signin import SignInPages
-from socialos_app.web.request import Request, Response
+from socialos_app.web.request import HTTPServer, Response, request_class
 from socialos_app.web.services import Services
 
 __all__ = ["Root", "Services", "app_config", "build_services", "mount"]
@@ -131,10 +131,11 @@ def app_config(services: Services) -> dict[str, dict[str, Any]]:
             "tools.request_timer.on": True,
             "tools.request_log.on": True,
             "tools.request_metrics.on": True,
-            # Behind a load balancer: scheme, host and client address from X-Forwarded-*.
-            "tools.proxy.on": s.trusted_proxy,
+            # Behind a load balancer: scheme and host from X-Forwarded-*; the client's address is
+            # the request class's (the entries trusted proxies added, not CherryPy's leftmost).
+            "tools.proxy.on": bool(s.trusted_proxy),
             "tools.proxy.local": "X-Forwarded-Host",
-            "tools.proxy.remote": "X-Forwarded-For",
+            "tools.proxy.remote": "",
             "error_page.default": error_page,
             "request.error_response": unexpected_error,
             "request.show_tracebacks": False,
@@ -208,7 +209,9 @@ def mount(settings: Settings) -> Services:
     if metrics.available:
         metrics.set_live_sessions(lambda: services.engine.stats())
     app = cherrypy.tree.mount(root, "/", config=app_config(services))
-    app.request_class, app.response_class = Request, Response
+    app.request_class, app.response_class = request_class(settings.trusted_proxy), Response
+    # cheroot's own short answers (413, 400 on a malformed request) with the security headers too.
+    cherrypy.config.update({"server.instance": f"{HTTPServer.__module__}.{HTTPServer.__qualname__}"})
     # Any page for signed-in people that answers GET, read from the tree as mounted: no list to keep.
     root.return_pages = frozenset(route.path for route in toolbox.routes(root, app.config) if route.signed_in_page)
     ServicesPlugin(cherrypy.engine, services).subscribe()

@@ -8,18 +8,40 @@ hostile or merely careless neighbour could otherwise take the site down:
   400 for every page;
 - a missing or malformed Host header is a 400 page of ours, and nothing is
   ever built from an unparseable one;
-- no error page shows a traceback and no answer names the server version.
+- no error page shows a traceback and no answer names the server version;
+- the client's address is the connection's, or with ``TRUSTED_PROXY`` the
+  one trusted proxies added to X-Forwarded-For (``addresses.client_address``),
+  set before anything (a log line, a throttle, an error page) reads it;
+- every answer carries the security headers, the ones made before any tool
+  runs (a bad Host) and cheroot's own plain answers
+  (``HTTPServer``) included.
 """
 
 import re
 from http.cookies import CookieError, SimpleCookie
+from typing import Any, ClassVar, cast
 
 import cherrypy
+from cheroot import errors as cheroot_errors
+from cheroot.server import HTTPConnection
 from cherrypy import _cprequest
+from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
 
+from socialos_app.addresses import TrustedProxies, client_address
 from socialos_app.web.errorpages import error_page, unexpected_error
 
-__all__ = ["Request", "Response", "parse_cookies"]
+__all__ = ["ERROR_HEADERS", "HTTPServer", "Request", "Response", "parse_cookies", "read_body", "request_class"]
+
+# The headers of an answer no tool has seen: a strict policy (error pages load our stylesheet at most).
+ERROR_HEADERS: dict[str, str] = {
+    "Content-Security-Policy": "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                               "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
 
 # host[:port], a bracketed IPv6 literal, or nothing else
 _HOST = re.compile(r"(?:[A-Za-z0-9_.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
@@ -48,9 +70,10 @@ def parse_cookies(header: str, into: SimpleCookie) -> None:
 
 
 class Request(_cprequest.Request):
-    """CherryPy's request, lenient with cookies and strict with Host."""
+    """CherryPy's request, lenient with cookies and strict with Host; ``request_class`` makes the app's."""
 
     header_list: list[tuple[str, str]]  # set by CherryPy for each request
+    trusted_proxies: ClassVar[TrustedProxies] = TrustedProxies()
     show_tracebacks = False
     show_mismatched_params = False
     # Class defaults, so errors raised before the app's config applies
@@ -59,6 +82,17 @@ class Request(_cprequest.Request):
     error_response = staticmethod(unexpected_error)
 
     def process_headers(self) -> None:
+        # The address first: whatever fails below is logged (and throttled) under the right one.
+        forwarded = [value for name, value in self.header_list if name.lower() == "x-forwarded-for"]
+        if self.trusted_proxies and forwarded:
+            self.remote.ip = client_address(self.remote.ip or "", ",".join(forwarded), self.trusted_proxies)
+        try:
+            self._check_headers()
+        except cherrypy.HTTPError:
+            cherrypy.serving.response.headers.update(ERROR_HEADERS)  # no tool will run for this answer
+            raise
+
+    def _check_headers(self) -> None:
         cookie_headers = [value for name, value in self.header_list if name.lower() == "cookie"]
         self.header_list = [(n, v) for n, v in self.header_list if n.lower() != "cookie"]
         try:
@@ -75,9 +109,73 @@ class Request(_cprequest.Request):
             raise cherrypy.HTTPError(400, "The Host header of this request is not a host name.")
 
 
+def request_class(trusted_proxies: TrustedProxies) -> type[Request]:
+    """The app's request class: client addresses as ``trusted_proxies`` say."""
+    return cast(type[Request], type("Request", (Request,), {"trusted_proxies": trusted_proxies}))
+
+
+def read_body(limit: int) -> bytes:
+    """The request's raw body, at most ``limit`` bytes; a 4xx page for one that is too big or malformed.
+
+    For handlers that read the body themselves (the webhook): CherryPy's
+    parsers never see it, so a chunked body's faults (a chunk size of 2^63,
+    a size that isn't hex, a body that stops) are answered here.
+    """
+    request = cherrypy.serving.request
+    try:
+        body = cast(bytes, request.body.read(limit + 1))
+    except cheroot_errors.MaxSizeExceeded:
+        raise cherrypy.HTTPError(413, "This request's body is larger than this server accepts.") from None
+    except (ValueError, EOFError):
+        raise cherrypy.HTTPError(400, "This request's body could not be read.") from None
+    except OSError as exc:
+        if "Too Large" in str(exc):  # cheroot's word for a chunk size past its limit (e.g. 2^63)
+            raise cherrypy.HTTPError(413, "This request's body is larger than this server accepts.") from None
+        raise cherrypy.HTTPError(408, "This request's body arrived too slowly or not at all.") from None
+    if len(body) > limit:
+        raise cherrypy.HTTPError(413, f"This request's body is larger than the {limit} bytes accepted here.")
+    return body
+
+
 class Response(_cprequest.Response):
     """CherryPy's response without the server banner."""
 
     def __init__(self) -> None:
         super().__init__()
         self.headers["Server"] = "socialos-app"
+
+
+# -- cheroot's own answers ---------------------------------------------------------------------
+class _PlainAnswers(CPWSGIHTTPRequest):
+    """cheroot's request, whose own short answers (413 over the body limit, 400 on a malformed
+    request line or header, 414, 505) carry the security headers too."""
+
+    def simple_response(self, status: Any, msg: Any = "") -> None:
+        status = str(status)
+        body = msg.encode("ISO-8859-1", "replace") if isinstance(msg, str) else bytes(msg or b"")
+        lines = [f"{self.server.protocol} {status}", f"Content-Length: {len(body)}", "Content-Type: text/plain",
+                 "Server: socialos-app", *(f"{name}: {value}" for name, value in ERROR_HEADERS.items())]
+        if status[:3] in ("413", "414"):
+            self.close_connection = True  # the rest of the request is not read: the connection can't go on
+            if self.response_protocol == "HTTP/1.1":
+                lines.append("Connection: close")
+        try:
+            self.conn.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("ISO-8859-1") + body)
+        except OSError as exc:
+            if exc.args and exc.args[0] not in cheroot_errors.socket_errors_to_ignore:
+                raise
+
+
+class _Connection(HTTPConnection):
+    RequestHandlerClass = _PlainAnswers
+
+
+class HTTPServer(CPWSGIServer):
+    """CherryPy's server (``server.instance``) with ``_PlainAnswers`` for cheroot's own answers."""
+
+    ConnectionClass = _Connection
+
+    def __init__(self, adapter: Any) -> None:
+        super().__init__(adapter)
+        # CherryPy's __init__ sets CPWSGIHTTPRequest on the connection class; ours is a subclass of it.
+        self.ConnectionClass.RequestHandlerClass = _PlainAnswers
