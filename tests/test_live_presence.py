@@ -216,3 +216,130 @@ def test_a_browser_joining_makes_the_sandbox_post_a_signed_webhook_the_app_recor
 
     carol.close()
     wait_for(lambda: channel not in channels_of("carol"), 5, "member_removed recorded by the app")
+
+
+# -- the live model: an ended session leaves every live channel at once ------------------------
+def post_form(user, path, **fields):
+    """What the page's confirm button posts (the GET page's own CSRF token), from that user's context."""
+    page = user.context.request.get(path)
+    assert page.status == 200, page.text()
+    answer = user.context.request.post(path.split("?")[0], form={**fields, "csrf_token": csrf_from(page.text())},
+                                       max_redirects=0)
+    assert answer.status == 303, answer.text()
+
+
+def signed_in_sockets(box, username):
+    return requests.get(f"{box.pusher_url}/_sandbox/apps/{DEMO_PUSHER['PUSHER_APP_ID']}/users/{username}/"
+                        "connections", timeout=5).json()["socket_ids"]
+
+
+def said_signed_out(user):
+    user.page.wait_for_function(
+        "() => document.getElementById('live-status').textContent.startsWith('You were signed out')",
+        timeout=LIVE_WITHIN * 1000)
+
+
+def counts_agree(user, channel):
+    """The member count and the channel list's entry for the channel say the same, live."""
+    user.page.wait_for_function(
+        """(channel) => {
+               const entry = document.querySelector(`#channels li[data-channel="${channel}"] .channel-count`);
+               const n = Number(document.getElementById('member-count').textContent);
+               return entry && entry.textContent === `(${n} member${n === 1 ? '' : 's'})`; }""",
+        arg=channel, timeout=LIVE_WITHIN * 1000)
+
+
+def test_sign_out_everywhere_else_ends_the_other_pages_presence_and_it_says_so(live, people):
+    app, box = live
+    channel = fresh_channel()
+    demo = people("demo").open(channel).live()
+    alice_one = people("alice").open(channel).live()
+    alice_two = people("alice").open(channel).live()
+    demo.wait_listed("Alice Liddell")
+    counts_agree(demo, channel)
+    assert len(wait_for(lambda: signed_in_sockets(box, "alice") if len(signed_in_sockets(box, "alice")) == 2
+                        else None, 5, "both of alice's pages signed in to Pusher")) == 2
+
+    started = time.monotonic()
+    post_form(alice_one, "/devices?everywhere=1", everywhere="1")
+    said_signed_out(alice_two)
+    took = time.monotonic() - started
+    assert took < LIVE_WITHIN, f"alice's ended page said so after {took:.2f}s"
+    # Her first page was closed too (Pusher ends a user's connections) and came back by itself:
+    # exactly one connection of hers is left, and it is the first page's.
+    alice_one.live()
+    first = alice_one.page.evaluate("() => document.getElementById('presence').dataset.live")
+    assert first == "on"
+    wait_for(lambda: len(signed_in_sockets(box, "alice")) == 1, 5, "one alice connection left")
+    assert signed_in_sockets(box, "alice") == [alice_one.page.evaluate("() => window.Pusher.instances[0]"
+                                                                       ".connection.socket_id")]
+    demo.wait_listed("Alice Liddell")
+    assert sorted(demo.names()) == ["Alice Liddell @alice", "Demo User @demo"]
+    counts_agree(demo, channel)
+    # The ended page stays disconnected: nothing of it comes back.
+    assert alice_two.page.evaluate("() => window.Pusher.instances[0].connection.state") == "disconnected"
+
+
+def test_an_administrator_ending_a_users_sessions_removes_them_within_2s(live, people):
+    app, box = live
+    channel = fresh_channel()
+    demo = people("demo").open(channel).live()
+    bob = people("bob").open(channel).live()
+    demo.wait_listed("Bob Builder")
+    admin = people("admin")
+    started = time.monotonic()
+    post_form(admin, "/admin/sessions?username=bob", username="bob")
+    took = demo.wait_listed("Bob Builder", present=False, since=started)
+    assert took < LIVE_WITHIN, f"demo saw bob removed after {took:.2f}s"
+    said_signed_out(bob)
+    assert signed_in_sockets(box, "bob") == []
+    counts_agree(demo, channel)
+
+
+def test_a_notice_reaches_the_users_open_page_live(live, people):
+    """What ``LiveConnections.notify`` sends (the new sign-in notice's way to open pages) shows at once."""
+    from socialos_app.presence.connections import LiveConnections
+    from socialos_app.upstream.pusher import Pusher
+    app, box = live
+    carol = people("carol").open(fresh_channel()).live()
+    carol.page.wait_for_function("() => window.Pusher.instances[0].channel('private-user-carol')?.subscribed")
+    sender = LiveConnections(Pusher(DEMO_PUSHER["PUSHER_APP_ID"], DEMO_PUSHER["PUSHER_KEY"],
+                                    DEMO_PUSHER["PUSHER_SECRET"], box.pusher_url))
+    started = time.monotonic()
+    sender.notify("carol", "New sign-in: Firefox on Windows from 203.0.113.7 at 10:02.", href="/dashboard#devices")
+    carol.page.wait_for_selector("#live-notice:not([hidden])", timeout=LIVE_WITHIN * 1000)
+    assert time.monotonic() - started < LIVE_WITHIN
+    assert carol.page.inner_text("#live-notice").startswith("New sign-in: Firefox on Windows")
+    assert carol.page.get_attribute("#live-notice a", "href") == "/dashboard#devices"
+    sender.stop()
+
+
+def test_a_page_whose_session_idles_out_leaves_within_the_bound(db, browser, live):
+    """SESSION_TTL=60 (the shortest allowed): a page checks its session every 15 s at most, without
+    touching it; the session is aged in the database instead of waiting for it."""
+    from datetime import timedelta
+
+    from socialos_app.storage import utcnow
+    _, box = live
+    idle = App(app_env(db, box, LOG_LEVEL="WARNING", SESSION_TTL="60")).start()
+    opened = []
+    try:
+        demo, dave = User(browser, idle, "demo"), User(browser, idle, "dave")
+        opened += [demo, dave]
+        channel = fresh_channel()
+        demo.open(channel).live()
+        dave.open(channel).live()
+        demo.wait_listed("Dave Bowman")
+        sessions = db.client()[urlsplit(idle.env["MONGODB_URI"]).path.lstrip("/")]["sessions"]
+        aged = sessions.update_many({"username": "dave"}, {"$set": {"accessed": utcnow() - timedelta(seconds=61)}})
+        assert aged.modified_count == 1
+        started = time.monotonic()
+        took = demo.wait_listed("Dave Bowman", present=False, within=15 + LIVE_WITHIN, since=started)
+        said_signed_out(dave)
+        assert took < 15 + LIVE_WITHIN
+        problems = demo.problems + dave.problems
+        assert not problems, problems
+    finally:
+        for user in opened:
+            user.close()
+        idle.stop()

@@ -20,7 +20,8 @@ from socialos_app.settings import Settings
 from socialos_app.upstream.errors import Unauthorized, UpstreamError
 from socialos_app.upstream.socialos import SocialOS
 
-__all__ = ["WrongCredentials", "Throttled", "sign_in", "sign_out", "end_devices", "end_user", "stop"]
+__all__ = ["WrongCredentials", "Throttled", "sign_in", "sign_out", "end_devices", "end_user", "stop",
+           "connections_end"]
 
 log = logging.getLogger("socialos")
 
@@ -39,6 +40,12 @@ def stop() -> None:
     _revokers.shutdown(wait=False, cancel_futures=True)
 
 
+class Live(Protocol):
+    """Ending a user's live connections (``presence.connections.LiveConnections`` does)."""
+
+    def user_ended(self, username: str) -> None: ...
+
+
 class Services(Protocol):
     """What signing in and out uses of the app's services (``web.services.Services`` has them)."""
 
@@ -46,6 +53,16 @@ class Services(Protocol):
     engine: SessionEngine
     socialos: SocialOS
     throttle: LoginThrottle
+
+    @property
+    def live(self) -> Live | None: ...
+
+
+def connections_end(services: Services, username: str) -> None:
+    """A session of ``username`` ended: their live pages leave Pusher now (in the background;
+    the ones whose session is still live reconnect by themselves). Call it wherever a session ends."""
+    if services.live is not None:
+        services.live.user_ended(username)
 
 
 class SignedIn(Protocol):
@@ -146,6 +163,7 @@ def sign_out(services: Services, signed_in: SignedIn) -> None:
     if credentials is not None:
         _revoke(services, signed_in.username, credentials.password, [credentials.token])
     services.engine.end(signed_in.token)
+    connections_end(services, signed_in.username)
     log.info("signed out user=%s", signed_in.username)
 
 
@@ -158,6 +176,7 @@ def end_devices(services: Services, signed_in: SignedIn, handle: str | None = No
     key_tokens = services.engine.end_devices(signed_in.username, keep_id=signed_in.record.id,
                                              handle=handle)
     if key_tokens:
+        connections_end(services, signed_in.username)
         security_event("devices_signed_out", user=signed_in.username, count=len(key_tokens),
                        which="one" if handle else "all_others")
         credentials = signed_in.credentials
@@ -173,5 +192,7 @@ def end_user(services: Services, username: str, by: str = "") -> int:
     hand); they lapse by their TTL, and no session of ours uses them.
     """
     ended = len(services.engine.end_devices(username))
+    if ended:
+        connections_end(services, username)
     security_event("user_signed_out_by_admin", user=username, admin=by, count=ended)
     return ended

@@ -66,7 +66,7 @@ except ImportError:  # the runtime never needs the extra
     Collector = object  # type: ignore[assignment,misc]
 
 __all__ = ["REGISTRY", "UNMATCHED", "MetricsPage", "available", "route_of", "security", "session_cache",
-           "set_live_sessions", "sign_in", "upstream_call", "watch", "SECURITY_EVENTS", "ANSWERED"]
+           "set_live_sessions", "sign_in", "live_call", "upstream_call", "watch", "SECURITY_EVENTS", "ANSWERED"]
 
 log = logging.getLogger("socialos")
 
@@ -347,6 +347,9 @@ if available:
                              ["result"], registry=REGISTRY)
     _security = Counter("socialos_security_events", "Security events by name (every one the log writes).",
                         ["event"], registry=REGISTRY)
+    _live_calls = Counter("socialos_live_calls", "Background calls that keep live pages in step with sessions "
+                          "(terminate a user's Pusher connections, notify them) by action and outcome.",
+                          ["action", "outcome"], registry=REGISTRY)
     _live = _LiveSessions()
     _registry.register(_live)
     _registry.register(_StateCollector())
@@ -425,6 +428,13 @@ def security(event: str) -> None:
 
 
 logs.on_security_event(security)
+
+
+def live_call(action: str, outcome: str) -> None:
+    """A background live-connection call (``presence.connections``): ``action`` "terminate" or
+    "notify"; ``outcome`` "ok", "retry", "failed" (given up), "dropped" (queue full), "invalid"."""
+    if available:
+        _live_calls.labels(_name(action), _name(outcome)).inc()
 
 
 def set_live_sessions(fn: Callable[[], Any], ttl: float = LIVE_SESSIONS_TTL) -> None:

@@ -24,6 +24,7 @@ from socialos_app.crypto import Keyring
 from socialos_app.db.connection import connect
 from socialos_app.ops import metrics
 from socialos_app.ops.health import Health
+from socialos_app.presence.connections import LiveConnections
 from socialos_app.presence.members import MemberDirectory
 from socialos_app.sessions import SessionEngine
 from socialos_app.sessions.backends import get_store
@@ -55,11 +56,12 @@ def build_services(settings: Settings) -> Services:
                            cache_size=settings.session_cache_size)
     # One pooled session, shared by both clients; every call counted in the metrics.
     transport = Transport.from_settings(settings, observe=metrics.upstream_call)
+    pusher = Pusher.from_settings(settings, transport) if settings.pusher_configured else None
     # The throttle and the presence directory use MongoDB whatever SESSION_STORE says.
     return Services(settings=settings, keyring=keyring, engine=engine,
                     socialos=SocialOS.from_settings(settings, transport),
                     throttle=LoginThrottle(max_failures=settings.login_max_failures), members=MemberDirectory(),
-                    pusher=Pusher.from_settings(settings, transport) if settings.pusher_configured else None)
+                    pusher=pusher, live=LiveConnections(pusher, metrics.live_call) if pusher is not None else None)
 
 
 def _form_or_4xx(processor: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -179,6 +181,8 @@ class ServicesPlugin(SimplePlugin):
 
     def stop(self) -> None:
         self.services.engine.stop_background()
+        if self.services.live is not None:
+            self.services.live.stop()
         self.services.socialos.transport.close()
         accounts.stop()
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from socialos_app.accounts.throttle import LoginThrottle
 from socialos_app.crypto import Keyring
+from socialos_app.presence.connections import LiveConnections
 from socialos_app.presence.members import MemberDirectory
 from socialos_app.sessions import SessionEngine
 from socialos_app.settings import Settings
@@ -28,6 +29,7 @@ class Services:
     throttle: LoginThrottle
     members: MemberDirectory      # who is known in presence channels
     pusher: Pusher | None = None  # None when Pusher is not configured
+    live: LiveConnections | None = None  # ends users' live connections with their sessions (with Pusher)
 
     @property
     def cookie_name(self) -> str:

@@ -41,6 +41,7 @@ from socialos_app.upstream.errors import NotFound, UpstreamError, UpstreamUnavai
 from socialos_app.upstream.pusher import WebhookError, valid_presence_channel, valid_private_channel, valid_socket_id
 from socialos_app.upstream.socialos import Client
 from socialos_app.web import assets
+from socialos_app.web.pages.live import LiveEndpoints
 from socialos_app.web.render import render
 from socialos_app.web.services import Services
 from socialos_app.web.toolbox import config, expose
@@ -291,7 +292,7 @@ class PresencePages:
 
 
 # -- Pusher's calls to us ----------------------------------------------------------------------
-class PusherEndpoints:
+class PusherEndpoints(LiveEndpoints):  # + /pusher/user-auth, /pusher/session
     """``POST /pusher/auth`` (pusher-js) and ``POST /pusher/webhook`` (Pusher)."""
 
     def __init__(self, services: Services) -> None:
