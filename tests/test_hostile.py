@@ -379,3 +379,58 @@ def test_multipart_forms_still_work_and_broken_ones_are_400(app):
     broken = timed(requests.post, app.url("/login"), data=b"--zz\r\nbroken\r\n--zz--",
                    headers={"Content-Type": "multipart/form-data; boundary=zz"})
     assert broken.status_code == 400
+
+
+# -- issue 21, item 10: webhook bodies, headers on every answer, private channels ------------
+SECURITY_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options", "Cache-Control")
+
+
+def raw_answer(app, data, wait=BOUND):
+    """``(status, headers as lower-cased {name: value}, raw bytes)`` of a raw request."""
+    with socket.create_connection(("127.0.0.1", app.port), timeout=wait) as conn:
+        conn.sendall(data)
+        chunks = read_answer(conn, wait, done=lambda got: b"\r\n\r\n" in got)
+    head, _, _ = chunks.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines and lines[0].startswith("HTTP/") else None
+    return status, {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}, chunks
+
+
+def errors_logged(app, since):
+    return [line for line in app.proc.output()[since:].splitlines() if " ERROR " in line or '"ERROR"' in line]
+
+
+@pytest.mark.parametrize("chunks,status", [
+    (b"8000000000000000\r\n", 413),                   # 2^63
+    (b"FFFFFFFFFFFFFFFFFFFF\r\n", 413),
+    (b"10000\r\n" + b"a" * 0x10000 + b"\r\n10000\r\n" + b"a" * 0x10000 + b"\r\n0\r\n\r\n", 413),  # over 64 KB
+    (b"zz\r\n", 400),
+])
+def test_a_chunked_webhook_too_big_or_malformed_is_4xx_without_an_error_line(app, chunks, status):
+    since = len(app.proc.output())
+    head = b"POST /pusher/webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    found, headers, _ = raw_answer(app, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunks)
+    assert found == status
+    assert all(name.lower() in headers for name in SECURITY_HEADERS), headers
+    assert not errors_logged(app, since)
+
+
+def test_a_bad_host_and_cheroots_own_413_carry_the_security_headers(app):
+    for data, status in [(b"GET /login HTTP/1.1\r\nHost: bad host!\r\n\r\n", 400),
+                         (b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n", 413),
+                         (b"GET /login HTTP/1.1\r\nHost: x\r\nBroken header line\r\n\r\n", 400)]:
+        found, headers, raw = raw_answer(app, data)
+        assert found == status, raw[:200]
+        missing = [name for name in SECURITY_HEADERS if name.lower() not in headers]
+        assert not missing, (data[:40], missing)
+        assert headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in headers["content-security-policy"]
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_signed_webhook_with_time_ms_nan_is_refused(app, constant):
+    event = '{"name": "member_added", "channel": "presence-lobby", "user_id": "nan-user"}'
+    body = f'{{"time_ms": {constant}, "events": [{event}]}}'.encode()
+    answer = requests.post(app.url("/pusher/webhook"), data=body, timeout=10,
+                           headers={"Content-Type": "application/json", "X-Pusher-Key": KEY,
+                                    "X-Pusher-Signature": sign(body)})
+    assert answer.status_code == 400, answer.text

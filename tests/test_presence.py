@@ -202,11 +202,20 @@ def test_auth_for_a_presence_channel(demo, app):
 
 def test_auth_for_a_private_channel_with_the_form_field(demo, app):
     s, csrf = demo
-    answer = auth(s, app, channel="private-notes", csrf=csrf, header=False)
+    answer = auth(s, app, channel="private-user-demo", csrf=csrf, header=False)
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert set(body) == {"auth"}
-    assert body["auth"] == f"{KEY}:{sign('1234.5678:private-notes')}"
+    assert body["auth"] == f"{KEY}:{sign('1234.5678:private-user-demo')}"
+
+
+@pytest.mark.parametrize("channel", ["private-user-alice", "private-user-demo2", "private-user-Demo", "private-notes",
+                                     "private-encrypted-user-demo", "private-user-demo.x"])
+def test_auth_refuses_private_channels_not_the_users_own_with_403(demo, app, channel):
+    s, csrf = demo
+    answer = auth(s, app, channel=channel, csrf=csrf)
+    assert answer.status_code == 403, answer.text
+    assert "auth" not in answer.json()
 
 
 @pytest.mark.parametrize("socket_id", ["1234", "1234.", ".5678", "abc.def", "1234.5678:x", "1234.5678\n",
@@ -218,8 +227,7 @@ def test_auth_refuses_a_bad_socket_id(demo, app, socket_id):
     assert "auth" not in answer.json()
 
 
-@pytest.mark.parametrize("channel", ["lobby", "public-chat", "private-", "presence-", "private-bad!",
-                                     "private-encrypted-x", ""])
+@pytest.mark.parametrize("channel", ["lobby", "public-chat", "private-", "presence-", "private-bad!", ""])
 def test_auth_refuses_channels_that_need_no_or_no_such_authorization(demo, app, channel):
     s, csrf = demo
     answer = auth(s, app, channel=channel, csrf=csrf)
@@ -502,3 +510,105 @@ def test_live_config_and_csp_for_pushers_cloud_and_for_the_sandbox():
     assert (live.ws_host, live.ws_port, live.tls) == ("127.0.0.1", 8082, False)
     assert "script-src 'self'; connect-src 'self' ws://127.0.0.1:8082;" in _csp(sandbox)
 
+
+
+# -- many viewers, a slow Pusher --------------------------------------------------------------
+def test_many_viewers_of_a_slow_pusher_get_bounded_views_and_livez_stays_fast(start_app, sandbox):
+    """Pusher answering in 4 s (inside the read timeout) to 40 viewers reloading for 10 s: every view
+    is answered within the page's budget (busy ones at once, 503 with Retry-After), and /livez
+    stays fast; on 94079c0 views took up to 40 s and /livez up to 11 s."""
+    import threading
+
+    from socialos_app.web.pages.presence import PAGE_BUDGET
+
+    app = start_app()
+    s, answer = sign_in(app)
+    assert answer.status_code == 303
+    cookies = s.cookies.get_dict()
+    sandbox.fault("pusher", delay=4, path_prefix=f"/apps/{APP_ID}/channels", count=100_000)
+    views: list[tuple[float, int, str]] = []
+    errors: list[str] = []
+    stop = time.monotonic() + 10
+
+    def viewer():
+        session = requests.Session()
+        session.cookies.update(cookies)
+        while time.monotonic() < stop:
+            started = time.monotonic()
+            try:
+                page = session.get(app.url("/presence"), allow_redirects=False, timeout=30)
+            except requests.RequestException as exc:
+                errors.append(repr(exc))
+                return
+            views.append((time.monotonic() - started, page.status_code, page.headers.get("Retry-After", "")))
+            time.sleep(0.2)  # a person reloading, not a loop
+
+    threads = [threading.Thread(target=viewer, daemon=True) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    probes: list[float] = []
+    while time.monotonic() < stop:
+        started = time.monotonic()
+        assert requests.get(app.url("/livez"), timeout=30).status_code == 200
+        probes.append(time.monotonic() - started)
+        time.sleep(0.25)
+    for thread in threads:
+        thread.join(timeout=60)
+    sandbox.clear_faults()
+
+    assert not errors, errors[:3]
+    slowest = max(elapsed for elapsed, _, _ in views)
+    statuses = {status for _, status, _ in views}
+    assert statuses <= {200, 503, 504}, statuses
+    assert slowest < PAGE_BUDGET + 3, f"a view took {slowest:.1f}s"
+    busy = [(elapsed, retry) for elapsed, status, retry in views if status == 503]
+    assert busy and all(retry for _, retry in busy), "a saturated pool is answered 'busy' (with Retry-After)"
+    assert max(probes) < 2.0, f"/livez took up to {max(probes):.1f}s (median {sorted(probes)[len(probes) // 2]:.2f}s)"
+    # The pool drains by itself: with Pusher quick again the page is whole again.
+    deadline = time.monotonic() + 15
+    while get(s, app, "/presence").status_code != 200:
+        assert time.monotonic() < deadline, "the presence page did not recover"
+        time.sleep(0.5)
+
+
+# -- more member ids than a query can hold -----------------------------------------------------
+def test_more_member_ids_than_a_query_can_hold_are_listed_up_to_the_cap(start_app):
+    """A Pusher (of the test's own: the sandbox can't hold so many) answering 150,000 ids of 120
+    characters, 18 MB, more than one MongoDB query may carry: the page lists the first MAX_MEMBERS
+    and says how many more there are (on 94079c0: DocumentTooLarge, a 500)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from socialos_app.web.pages.presence import MAX_MEMBERS
+
+    count = 150_000
+    users = json.dumps({"users": [{"id": f"{i:06d}" + "u" * 114} for i in range(count)]}).encode()
+
+    class FakePusher(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):  # noqa: N802 - http.server's name
+            body = users if "/users" in self.path else b'{"channels": {}}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakePusher)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        app = start_app(PUSHER_HOST="127.0.0.1", PUSHER_PORT=str(server.server_address[1]), PUSHER_SCHEME="http",
+                        UPSTREAM_MAX_BYTES=str(64 * 1024 * 1024))
+        s, answer = sign_in(app)
+        assert answer.status_code == 303
+        page = get(s, app, "/presence")
+        assert page.status_code == 200, page.text[-500:]
+        assert len(listed(page.text)) == MAX_MEMBERS
+        note = re.search(r'<p class="muted" id="unlisted">(.*?)</p>', page.text, re.DOTALL).group(1)
+        assert f"{count - MAX_MEMBERS:,}" in note or str(count - MAX_MEMBERS) in note, note
+    finally:
+        server.shutdown()

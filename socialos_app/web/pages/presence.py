@@ -7,6 +7,15 @@ loads pusher-js (the pinned copy, with Subresource Integrity) and
 ``static/presence.js`` subscribes through ``/pusher/auth``, keeping the
 list in step as members come and go.
 
+Every wait is under the view's budget (``PAGE_BUDGET``): Pusher's calls
+and the name lookups run on one small pool of threads whose queue is
+bounded; when it is full, or when too many views are already waiting on
+it (half the server's threads), a view is answered at once with who
+webhooks last reported and a "busy" sentence, never queued behind a slow
+Pusher while ``/livez`` and every other page wait for a thread. At most
+``MAX_MEMBERS`` ids of one answer are listed (Pusher's own limit is 100
+members a channel), so a huge answer can't make a huge query.
+
 Names: Pusher gives ids only. The member directory knows the names of
 those who authorized through us; other ids are looked up as Social OS
 profiles, concurrently, a few per view, all under one deadline, so a slow
@@ -26,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass
 from typing import Any
@@ -38,43 +48,67 @@ from socialos_app.presence.members import MemberDirectory
 from socialos_app.settings import Settings
 from socialos_app.storage import StoreUnavailable
 from socialos_app.upstream.errors import NotFound, UpstreamError, UpstreamUnavailable, explain
-from socialos_app.upstream.pusher import WebhookError, valid_presence_channel, valid_private_channel, valid_socket_id
+from socialos_app.upstream.pusher import (
+    MAX_USER_ID,
+    WebhookError,
+    valid_presence_channel,
+    valid_private_channel,
+    valid_socket_id,
+)
 from socialos_app.upstream.socialos import Client
 from socialos_app.web import assets
 from socialos_app.web.pages.live import LiveEndpoints
 from socialos_app.web.render import render
+from socialos_app.web.request import read_body
 from socialos_app.web.services import Services
 from socialos_app.web.toolbox import config, expose
 from socialos_app.web.tools import SignedIn
 
-__all__ = ["MAX_PROFILE_LOOKUPS", "MAX_WEBHOOK_EVENTS", "WEBHOOK_WINDOW_MS", "Live", "PresencePages",
-           "PusherEndpoints", "live_config"]
+__all__ = ["MAX_MEMBERS", "MAX_PROFILE_LOOKUPS", "MAX_WEBHOOK_EVENTS", "PAGE_BUDGET", "WEBHOOK_WINDOW_MS", "Busy",
+           "Live", "PresencePages", "PusherEndpoints", "live_config", "user_channel"]
 
 MAX_PROFILE_LOOKUPS = 10     # names we don't know yet, fetched per page view at most
 LOOKUP_DEADLINE = 4.0        # seconds all of one view's lookups may take together
 PAGE_BUDGET = 6.0            # ... and the whole view, Pusher's calls included, give or take
 MAX_CHANNELS_LISTED = 50
+MAX_MEMBERS = 1000           # ids of one channel listed (and looked up in one query) at most
+POOL_THREADS = 16
+POOL_WAITING = 16            # jobs queued for a thread at most; more is "busy" at once
 MAX_WEBHOOK_EVENTS = 100     # per webhook body; Pusher batches far fewer
 WEBHOOK_WINDOW_MS = 300_000  # Pusher's libraries refuse webhooks older (or newer) than this
 RETRY_AFTER = "5"
+BUSY = ("Many people are opening presence pages right now, so Pusher was not asked for this one; "
+        "reload in a few seconds.")
+
+
+class Busy(Exception):
+    """The lookup pool has no room: the view answers at once rather than queue."""
 
 
 class _Lookups:
     """A small pool of daemon threads for the page's upstream calls, returning Futures.
 
     Not a ThreadPoolExecutor: its threads are not daemons, and CherryPy's exit
-    waits for every non-daemon thread, so an idle pool would hold up every stop.
-    Each call is bounded by the upstream timeout, so a slow upstream can't pile them up.
+    waits for every non-daemon thread, so an idle pool would hold up every stop;
+    and its queue has no bound. Here at most ``size + waiting`` jobs are taken
+    (running, queued, or given up on but not yet skipped by a thread); one more
+    raises ``Busy``. Each call is bounded by the upstream deadline, so the pool
+    drains by itself however slow the upstream is.
     """
 
-    def __init__(self, size: int) -> None:
-        self.size = size
+    def __init__(self, size: int, waiting: int) -> None:
+        self.size, self.waiting = size, waiting
         self.jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = queue.SimpleQueue()
         self.lock = threading.Lock()
         self.threads: list[threading.Thread] = []
+        self.taken = 0
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """``fn(*args)`` on a pool thread, as a Future; ``Busy`` when the pool is full."""
         with self.lock:
+            if self.taken >= self.size + self.waiting:
+                raise Busy()
+            self.taken += 1
             if not self.threads:
                 self.threads = [threading.Thread(target=self._work, name=f"presence-{i}", daemon=True)
                                 for i in range(self.size)]
@@ -87,15 +121,25 @@ class _Lookups:
     def _work(self) -> None:
         while True:
             future, fn, args = self.jobs.get()
-            if not future.set_running_or_notify_cancel():
-                continue  # the view gave up on it before it started
             try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - handed to the view through the future
-                future.set_exception(exc)
+                if not future.set_running_or_notify_cancel():
+                    continue  # the view gave up on it before it started
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # noqa: BLE001 - handed to the view through the future
+                    future.set_exception(exc)
+            finally:
+                with self.lock:
+                    self.taken -= 1
 
 
-_pool = _Lookups(16)
+_pool = _Lookups(POOL_THREADS, POOL_WAITING)
+
+
+def user_channel(username: str) -> str | None:
+    """``private-user-{username}``: the user's own notices (None for a name a channel can't hold)."""
+    channel = f"private-user-{username}"
+    return channel if valid_private_channel(channel) else None
 
 
 def _json(status: int, payload: object, retry_after: str | None = None) -> bytes:
@@ -191,6 +235,9 @@ class PresencePages:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.live, self.no_live = live_config(services.settings)
+        # Views waiting on Pusher at once: the other half of the server's threads stay free for
+        # every other page (and /livez) however slow Pusher is.
+        self.viewers = threading.BoundedSemaphore(max(1, services.settings.thread_pool // 2))
 
     def _names(self, user: SignedIn, ids: list[str], deadline: float) -> tuple[dict[str, str], list[str], int]:
         """``({id: name}, [ids whose name we couldn't get], count not looked up this time)``."""
@@ -204,7 +251,15 @@ class PresencePages:
         if not todo:
             return names, [], later
         api = user.api  # built here, on the request's thread; the calls themselves run on the pool
-        futures = {_pool.submit(_profile_name, api, directory, i): i for i in todo}
+        futures: dict[Future[Any], str] = {}
+        for index, user_id in enumerate(todo):
+            try:
+                futures[_pool.submit(_profile_name, api, directory, user_id)] = user_id
+            except Busy:
+                later += len(todo) - index  # the pool is full: next time
+                break
+        if not futures:
+            return names, [], later
         done, pending = wait_for_futures(futures, timeout=max(0.5, deadline - time.monotonic()))
         failed: list[str] = []
         absent: list[str] = []
@@ -253,34 +308,73 @@ class PresencePages:
         problem, status = "", 200
         unnamed: list[str] = []
         later, last_known = 0, False
+        unlisted = 0
         if pusher is None:
             problem = "Pusher is not configured on this server (PUSHER_APP_ID, PUSHER_KEY, PUSHER_SECRET)."
+        elif not self.viewers.acquire(blocking=False):
+            status, problem = 503, BUSY
         else:
-            # Both of Pusher's calls at once; each is bounded by the upstream timeout.
-            users_call = _pool.submit(pusher.channel_users, channel)
-            channels_call = _pool.submit(pusher.channels, "presence-", ("user_count",))
             try:
-                ids = sorted(set(users_call.result()))
-            except UpstreamError as exc:
-                status = 504 if isinstance(exc, UpstreamUnavailable) else 502
-                problem = f"{explain(exc)} The member list can't be shown right now; reload in a moment."
-            else:
-                names, unnamed, later = self._names(user, ids, started + min(LOOKUP_DEADLINE, PAGE_BUDGET - 1.0))
-                members = [{"id": i, "name": names.get(i, "")} for i in ids]
-            if problem:
-                members, last_known = self._last_known(channel), True
+                members, channels, unnamed, later, unlisted, status, problem = self._ask_pusher(
+                    user, channel, started)
+            finally:
+                self.viewers.release()
+        if problem and pusher is not None:
+            members, last_known = self._last_known(channel), True
+        response = cherrypy.serving.response
+        response.status = status
+        if status == 503:
+            response.headers["Retry-After"] = RETRY_AFTER
+        return render("presence.html", title="Presence", channel=channel, members=members,
+                      channels=channels, problem=problem, unnamed=unnamed, later=later, unlisted=unlisted,
+                      max_members=MAX_MEMBERS, last_known=last_known, live=self.live if pusher else None,
+                      no_live=self.no_live, pusher_key=settings.pusher_key,
+                      pusher_cluster=settings.pusher_cluster)
+
+    def _ask_pusher(self, user: SignedIn, channel: str, started: float) -> tuple[
+            list[dict[str, str]], list[tuple[str, Any]], list[str], int, int, int, str]:
+        """``(members, channels, unnamed, later, unlisted, status, problem)``, all under the page's budget."""
+        pusher = self.services.pusher
+        assert pusher is not None
+        members: list[dict[str, str]] = []
+        unnamed: list[str] = []
+        later = unlisted = 0
+        status, problem = 200, ""
+        # Both of Pusher's calls at once; each bounded by the upstream deadline, waited for under the page's.
+        try:
+            users_call = _pool.submit(pusher.channel_users, channel)
+        except Busy:
+            return [], [], [], 0, 0, 503, BUSY
+        try:
+            channels_call: Future[Any] | None = _pool.submit(pusher.channels, "presence-", ("user_count",))
+        except Busy:
+            channels_call = None  # the channel list is a nicety: not for a full pool
+        try:
+            raw = users_call.result(timeout=max(0.0, started + PAGE_BUDGET - 1.0 - time.monotonic()))
+        except FutureTimeout:
+            users_call.cancel()  # not started yet: never will be; running: ends by the upstream deadline
+            status = 504
+            problem = (f"Pusher did not answer within {PAGE_BUDGET - 1.0:.0f} seconds. The member list can't be "
+                       "shown right now; reload in a moment.")
+        except UpstreamError as exc:
+            status = 504 if isinstance(exc, UpstreamUnavailable) else 502
+            problem = f"{explain(exc)} The member list can't be shown right now; reload in a moment."
+        else:
+            # Pusher's ids, bounded here: a channel of a million can't make a query of a million.
+            every = {i for i in raw if 0 < len(i) <= MAX_USER_ID}
+            ids = sorted(every)[:MAX_MEMBERS]
+            unlisted = len(every) - len(ids)
+            names, unnamed, later = self._names(user, ids, started + min(LOOKUP_DEADLINE, PAGE_BUDGET - 1.0))
+            members = [{"id": i, "name": names.get(i, "")} for i in ids]
+        channels: list[tuple[str, Any]] = []
+        if channels_call is not None:
             try:
                 found = channels_call.result(timeout=max(0.1, started + PAGE_BUDGET - time.monotonic()))
                 channels = sorted((name, (info or {}).get("user_count")) for name, info in found.items()
                                   if valid_presence_channel(name))[:MAX_CHANNELS_LISTED]
             except Exception:  # noqa: BLE001 - the channel list is a nicety: the page goes on without it
-                channels = []
-        cherrypy.serving.response.status = status
-        return render("presence.html", title="Presence", channel=channel, members=members,
-                      channels=channels, problem=problem, unnamed=unnamed, later=later,
-                      last_known=last_known, live=self.live if pusher else None,
-                      no_live=self.no_live, pusher_key=settings.pusher_key,
-                      pusher_cluster=settings.pusher_cluster)
+                channels_call.cancel()
+        return members, channels, unnamed, later, unlisted, status, problem
 
     def _last_known(self, channel: str) -> list[dict[str, str]]:
         """Who Pusher's webhooks last said is in ``channel``: shown when Pusher can't be asked."""
@@ -302,7 +396,7 @@ class PusherEndpoints(LiveEndpoints):  # + /pusher/user-auth, /pusher/session
     # pusher-js calls this; a signed-out call gets a 403 JSON answer, not a redirect.
     @config({"tools.socialos_session.required": False})
     def auth(self, socket_id: object = None, channel_name: object = None, **_ignored: object) -> bytes:
-        """Authorize the signed-in user into a private- or presence- channel."""
+        """Authorize the signed-in user into a presence- channel, or their own ``private-user-{username}``."""
         if cherrypy.serving.request.method != "POST":
             cherrypy.serving.response.headers["Allow"] = "POST"
             return _json(405, {"error": "POST only"})
@@ -322,6 +416,10 @@ class PusherEndpoints(LiveEndpoints):  # + /pusher/user-auth, /pusher/session
                 body = pusher.authorize(socket_id, channel_name, user_id=user.username,
                                         user_info={"name": user.name})
             elif valid_private_channel(channel_name):
+                # Only the app's own private channels, each for the one it is meant for.
+                if channel_name != user_channel(user.username):
+                    security_event("channel_refused", user=user.username, channel=channel_name[:164])
+                    return _json(403, {"error": "not a channel of yours"})
                 body = pusher.authorize(socket_id, channel_name)
             else:
                 return _json(400, {"error": "only private- and presence- channels need authorization"})
@@ -348,7 +446,7 @@ class PusherEndpoints(LiveEndpoints):  # + /pusher/user-auth, /pusher/session
         pusher = self.services.pusher
         if pusher is None:
             return _json(503, {"error": "Pusher is not configured"})
-        body = request.body.read()
+        body = read_body(self.services.settings.max_body_bytes)
         try:
             payload = pusher.verify_webhook(request.headers.get("X-Pusher-Key"),
                                             request.headers.get("X-Pusher-Signature"), body)
