@@ -128,3 +128,35 @@ def test_two_hops_count_the_entry_the_outer_proxy_added(db, sandbox, start_app):
     chains = [f"6.6.{i}.6, 203.0.113.8, 10.0.0.{2 + i % 2}" for i in range(30)]
     checked, allowed = guesses(app, "erin-" + secrets.token_hex(3), chains)
     assert checked <= allowed, f"{checked} of 30 guesses checked from one real address behind two proxies"
+
+
+def test_nginx_keys_an_ipv6_client_by_its_64_too():
+    """The template's map, applied as nginx does (first matching pattern, in order) to addresses in
+    nginx's canonical text (RFC 5952, as Python's ``compressed``): every address of a /64 gets that
+    /64's key, and different /64s different keys."""
+    import random
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "deploy/nginx/default.conf.template").read_text()
+    block = re.search(r"map \$remote_addr \$socialos_client \{\n(.*?)\n\s*default", text, re.S).group(1)
+    rows = [(re.compile(pattern.replace("(?<", "(?P<")), value)
+            for pattern, value in re.findall(r'"~([^"]+)" "([^"]+)";', block)]
+    assert len(rows) >= 10 and re.search(r"limit_req_zone\s+\$socialos_client", text)
+
+    def key(address):
+        for pattern, value in rows:
+            found = pattern.search(address)
+            if found:
+                return re.sub(r"\$(\w+)", lambda m: found.group(m.group(1)), value)
+        return None
+
+    rng = random.Random(21)
+    for _ in range(3000):
+        groups = [rng.choice([0, 0, 0, rng.randrange(1, 65536)]) for _ in range(8)]
+        address = ipaddress.IPv6Address(":".join(f"{g:x}" for g in groups))
+        if address.ipv4_mapped is not None or str(address).count(".") or groups[:6] == [0] * 6:
+            continue  # nginx writes these with an IPv4 tail: keyed by the binary address, never lumped
+        expected = ":".join(f"{g:x}" for g in groups[:4])
+        assert key(address.compressed) == expected, address.compressed
+    assert key("203.0.113.7") is None and key("::ffff:203.0.113.7") is None
