@@ -6,22 +6,30 @@ as CherryPy's ``SessionAuth`` and Django's ``authenticate``/``login`` split
 the work.
 """
 
+import json
 import logging
 import re
-from collections.abc import Iterable
+import secrets
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Protocol
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
+from socialos_app.accounts.activity import Activity, family_of, session_ref
 from socialos_app.accounts.throttle import LoginThrottle
+from socialos_app.accounts.useragent import describe
 from socialos_app.ops import metrics
 from socialos_app.ops.logs import security_event
 from socialos_app.sessions import Credentials, SessionEngine, SessionRecord
 from socialos_app.settings import Settings
+from socialos_app.storage import StoreUnavailable
 from socialos_app.upstream.errors import Unauthorized, UpstreamError
 from socialos_app.upstream.socialos import SocialOS
 
-__all__ = ["WrongCredentials", "Throttled", "sign_in", "sign_out", "end_devices", "end_user", "stop",
-           "connections_end"]
+__all__ = ["Notice", "SessionGone", "WrongCredentials", "Throttled", "confirm", "connections_end",
+           "dismiss_notice", "end_devices", "end_user", "read_notice", "record_tampered", "sign_in", "sign_out",
+           "stop"]
 
 log = logging.getLogger("socialos")
 
@@ -41,9 +49,11 @@ def stop() -> None:
 
 
 class Live(Protocol):
-    """Ending a user's live connections (``presence.connections.LiveConnections`` does)."""
+    """Ending a user's live connections and telling their open pages (``presence.connections.LiveConnections``)."""
 
     def user_ended(self, username: str) -> None: ...
+
+    def notify(self, username: str, notice: str, href: str | None = None) -> None: ...
 
 
 class Services(Protocol):
@@ -53,6 +63,7 @@ class Services(Protocol):
     engine: SessionEngine
     socialos: SocialOS
     throttle: LoginThrottle
+    activity: Activity
 
     @property
     def live(self) -> Live | None: ...
@@ -88,6 +99,76 @@ class Throttled(Exception):
         self.wait = wait
 
 
+class SessionGone(Exception):
+    """The session ended while its owner was confirming it: nothing to make fresh."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A new sign-in, as the user's other sessions are told of it."""
+
+    device: str
+    address: str
+    at: datetime  # naive UTC
+
+    @property
+    def text(self) -> str:
+        """The notice in words (the time in UTC; pages show it as a ``<time>``)."""
+        return (f"New sign-in: {self.device} from {self.address or 'an unknown address'} at "
+                f"{self.at.strftime('%H:%M')} UTC. Not you? Sign out everywhere else.")
+
+
+def read_notice(record: SessionRecord) -> Notice | None:
+    """The notice a session record holds (its ``notice`` field is tagged: ours), or None."""
+    if not record.notice:
+        return None
+    try:
+        data = json.loads(record.notice)
+        return Notice(device=str(data["d"]), address=str(data["a"]),
+                      at=datetime.fromisoformat(str(data["t"])).replace(tzinfo=None))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def dismiss_notice(services: Services, record: SessionRecord) -> None:
+    """The notice was shown: take it off every session of the user (once seen, gone everywhere)."""
+    if record.notice:
+        services.engine.clear_notice(record.username, record.notice)
+
+
+def _notify(services: Services, username: str, text: str) -> None:
+    """The new sign-in notice on the user's open pages now (issue 23), when Pusher is configured."""
+    live = services.live
+    if live is not None:
+        live.notify(username, text, "/devices?everywhere=1")
+
+
+def _history(services: Services, write: Callable[[Activity], None]) -> None:
+    """A history line that must not change the answer (a wrong password stays a wrong password)."""
+    try:
+        write(services.activity)
+    except StoreUnavailable:
+        log.warning("a security history line was not written: the database is not answering")
+
+
+def _ended_lines(ended: Iterable[SessionRecord], by: str) -> list[dict[str, Any]]:
+    return [{"username": r.username, "kind": "ended", "device": describe(r.user_agent), "address": r.address,
+             "by": by, "sid": session_ref(r.id)} for r in ended]
+
+
+def record_tampered(services: Services, record: SessionRecord) -> None:
+    """The engine ended ``record`` for tampering: its owner's history says so (as the record
+    was found), its browser is told why, its live pages are closed."""
+    username = record.username
+    if not isinstance(username, str) or not USERNAME.fullmatch(username):
+        return
+    agent = record.user_agent if isinstance(record.user_agent, str) else ""
+    address = record.address if isinstance(record.address, str) else ""
+    services.activity.record(username, "tampered", device=describe(agent), address=address[:64],
+                             sid=session_ref(str(record.id)))
+    connections_end(services, username)
+
+
 def sign_in(services: Services, username: object, password: object, *, user_agent: str = "", address: str = "",
             old_token: str | None = None) -> tuple[str, SessionRecord]:
     """Check the password upstream and start a fresh session: ``(token, record)``.
@@ -101,23 +182,7 @@ def sign_in(services: Services, username: object, password: object, *, user_agen
     if (not USERNAME.fullmatch(username) or not isinstance(password, str)
             or not password or len(password) > MAX_PASSWORD):
         raise WrongCredentials()
-    wait = services.throttle.reserve(username, address)
-    if wait:
-        metrics.sign_in("throttled")
-        security_event("sign_in_throttled", user=username, address=address, wait=wait)
-        raise Throttled(wait)
-    try:
-        key = services.socialos.create_key(username, password, ttl=services.settings.session_ttl)
-    except Unauthorized:
-        metrics.sign_in("wrong")
-        security_event("sign_in_failed", user=username, address=address)
-        raise WrongCredentials() from None
-    except UpstreamError:
-        metrics.sign_in("upstream_error")
-        raise
-    services.throttle.succeeded(username, address)
-
-    credentials = Credentials(token=key["token"], password=key["password"])
+    credentials = _check_password(services, username, password, address, "sign_in")
     try:
         profile = services.socialos.user(username, credentials.password).get("user", username)
     except UpstreamError:
@@ -134,11 +199,104 @@ def sign_in(services: Services, username: object, password: object, *, user_agen
 
     if old_token:
         services.engine.end(old_token)
+    family = family_of(user_agent)
+    try:
+        known = services.activity.seen(username, family, address)
+    except StoreUnavailable:
+        known = True  # no notice rather than no sign-in; starting the session tells if it is down
     token, record = services.engine.start(username, name, admin, credentials,
                                           user_agent=user_agent, address=address)
+    try:
+        services.activity.record(username, "signed_in", device=describe(user_agent), family=family,
+                                 address=address, at=record.created)
+    except StoreUnavailable:
+        services.engine.end(token)  # no session without its line in the history
+        raise
     metrics.sign_in("ok")
     log.info("signed in user=%s", username)
+    limit = services.settings.max_sessions_per_user
+    if limit or not known:
+        _after_sign_in(services, record, credentials, limit, known)
     return token, record
+
+
+def _check_password(services: Services, username: str, password: str, address: str, what: str) -> Credentials:
+    """The password checked upstream as sign-in does it (a new API key), throttled and
+    counted alike; the new key's credentials."""
+    wait = services.throttle.reserve(username, address)
+    if wait:
+        metrics.sign_in("throttled")
+        security_event(f"{what}_throttled", user=username, address=address, wait=wait)
+        _history(services, lambda history: history.held(username, address))
+        raise Throttled(wait)
+    try:
+        key = services.socialos.create_key(username, password, ttl=services.settings.session_ttl)
+    except Unauthorized:
+        metrics.sign_in("wrong")
+        security_event(f"{what}_failed", user=username, address=address)
+        _history(services, lambda history: history.failed(username, address))
+        raise WrongCredentials() from None
+    except UpstreamError:
+        metrics.sign_in("upstream_error")
+        raise
+    services.throttle.succeeded(username, address)
+    return Credentials(token=key["token"], password=key["password"])
+
+
+def _after_sign_in(services: Services, record: SessionRecord, credentials: Credentials, limit: int,
+                   known: bool) -> None:
+    """The session limit (least recently used first), then the notice of a new device on the
+    user's other sessions. Neither fails the sign-in: it has happened."""
+    engine, username = services.engine, record.username
+    try:
+        if limit:
+            others = [r for r in engine.devices(username, limit=min(limit + 50, 1000)) if r.id != record.id]
+            ended: list[SessionRecord] = []
+            key_tokens: list[str] = []
+            for lru in sorted(others, key=lambda r: r.accessed)[:max(len(others) + 1 - limit, 0)]:
+                for gone, key_token in engine.end_sessions(username, keep_id=record.id, handle=lru.handle):
+                    ended.append(gone)
+                    if key_token is not None:
+                        key_tokens.append(key_token)
+            if ended:
+                security_event("devices_signed_out", user=username, count=len(ended), which="session_limit")
+                lines = _ended_lines(ended, "limit")
+                _history(services, lambda history: history.record_many(lines))
+                connections_end(services, username)
+                _revoke(services, username, credentials.password, key_tokens)
+        if not known:
+            notice = json.dumps({"d": describe(record.user_agent), "a": record.address,
+                                 "t": record.created.replace(tzinfo=UTC).isoformat(), "n": secrets.token_hex(4)})
+            told = read_notice(replace(record, notice=notice))
+            if engine.set_notice(username, notice, keep_id=record.id) and told is not None:
+                _notify(services, username, told.text)
+    except StoreUnavailable:
+        log.warning("after a sign-in: the session limit or a new sign-in notice was not applied "
+                    "(the database is not answering)")
+
+
+def confirm(services: Services, signed_in: SignedIn, password: object, *, user_agent: str = "",
+            address: str = "") -> tuple[str, SessionRecord]:
+    """"Confirm it's you": the password checked as at sign-in (throttled, counted alike); on
+    success the session moves to a new token, fresh from now, holding a new upstream key (the
+    old key revoked): ``(new token, record)``. Raises ``WrongCredentials`` (nothing changed),
+    ``Throttled``, ``SessionGone``, the upstream errors or ``StoreUnavailable``.
+    """
+    username = signed_in.username
+    if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD:
+        raise WrongCredentials()
+    credentials = _check_password(services, username, password, address, "confirm")
+    old = signed_in.credentials
+    rotated = services.engine.rotate(signed_in.token, signed_in.record, credentials)
+    if rotated is None:
+        _revoke(services, username, credentials.password, [credentials.token])
+        raise SessionGone()
+    if old is not None:
+        _revoke(services, username, credentials.password, [old.token])
+    security_event("identity_confirmed", user=username, address=address)
+    _history(services, lambda history: history.record(username, "confirmed", device=describe(user_agent),
+                                                      address=address))
+    return rotated
 
 
 def _revoke(services: Services, username: str, key_password: str, key_tokens: Iterable[str]) -> None:
@@ -162,7 +320,10 @@ def sign_out(services: Services, signed_in: SignedIn) -> None:
     credentials = signed_in.credentials
     if credentials is not None:
         _revoke(services, signed_in.username, credentials.password, [credentials.token])
-    services.engine.end(signed_in.token)
+    if services.engine.end(signed_in.token):
+        record = signed_in.record
+        _history(services, lambda history: history.record(
+            signed_in.username, "signed_out", device=describe(record.user_agent), address=record.address))
     connections_end(services, signed_in.username)
     log.info("signed out user=%s", signed_in.username)
 
@@ -173,16 +334,19 @@ def end_devices(services: Services, signed_in: SignedIn, handle: str | None = No
     Their upstream keys are revoked with this session's key, within a bounded
     wait: a slow upstream never holds the page.
     """
-    key_tokens = services.engine.end_devices(signed_in.username, keep_id=signed_in.record.id,
-                                             handle=handle)
-    if key_tokens:
+    ended = services.engine.end_sessions(signed_in.username, keep_id=signed_in.record.id, handle=handle)
+    key_tokens = [key_token for _record, key_token in ended if key_token is not None]
+    if ended:
         connections_end(services, signed_in.username)
-        security_event("devices_signed_out", user=signed_in.username, count=len(key_tokens),
+        security_event("devices_signed_out", user=signed_in.username, count=len(ended),
                        which="one" if handle else "all_others")
+        lines = _ended_lines([record for record, _key in ended], "you" if handle else "others")
+        _history(services, lambda history: history.record_many(lines))
+    if key_tokens:
         credentials = signed_in.credentials
         if credentials is not None:
             _revoke(services, signed_in.username, credentials.password, key_tokens)
-    return len(key_tokens)
+    return len(ended)
 
 
 def end_user(services: Services, username: str, by: str = "") -> int:
@@ -191,8 +355,9 @@ def end_user(services: Services, username: str, by: str = "") -> int:
     Their upstream keys can't be revoked from here (no key of theirs is at
     hand); they lapse by their TTL, and no session of ours uses them.
     """
-    ended = len(services.engine.end_devices(username))
+    ended = [record for record, _key in services.engine.end_sessions(username)]
     if ended:
         connections_end(services, username)
-    security_event("user_signed_out_by_admin", user=username, admin=by, count=ended)
-    return ended
+        _history(services, lambda history: history.record_many(_ended_lines(ended, "admin")))
+    security_event("user_signed_out_by_admin", user=username, admin=by, count=len(ended))
+    return len(ended)

@@ -19,7 +19,7 @@ from pymongo.errors import OperationFailure
 from socialos_app.db.connection import ALIAS
 from socialos_app.settings import Settings
 
-__all__ = ["LoginCounter", "PresenceMember", "SessionDocument", "WebhookDelivery",
+__all__ = ["ActivityEvent", "LoginCounter", "PresenceMember", "SessionDocument", "WebhookDelivery",
            "collection_of", "create_indexes", "objects", "DELIVERY_MEMORY"]
 
 # Seconds a webhook body's digest is kept (TTL). Pusher redelivers for a while; a body
@@ -49,11 +49,43 @@ class SessionDocument(me.Document):
     address = me.StringField(default="")
     key_ref = me.BinaryField(default=b"")
     tag = me.BinaryField(default=b"")
+    fresh = me.DateTimeField()           # last sign-in or "Confirm it's you" (tagged)
+    notice = me.StringField(default="")  # a security notice for the next page (tagged)
 
     meta = {"collection": "sessions", **_EXPLICIT, "indexes": [
         {"fields": ["accessed"], "name": "idle_ttl", "expireAfterSeconds": Settings.session_ttl},
         {"fields": ["expires"], "name": "absolute_ttl", "expireAfterSeconds": 0},
         {"fields": ["username"], "name": "by_user"},
+    ]}
+
+
+class ActivityEvent(me.Document):
+    """One line of a user's security history (``accounts.activity``): what happened, on which
+    device, from which address, when. Never a secret, a token or a password.
+
+    Wrong passwords and throttled attempts are one line per account, address and
+    hour (``wrong`` and ``held`` count them), so a guessing burst can't flood it.
+    ``activity_ttl`` takes ``ACTIVITY_DAYS`` at start-up.
+    """
+
+    id = me.StringField(primary_key=True)
+    username = me.StringField(required=True)
+    kind = me.StringField(required=True)
+    at = me.DateTimeField(required=True)   # when (the latest, for a counted line)
+    first = me.DateTimeField()             # a counted line: its first attempt
+    device = me.StringField(default="")    # in words ("Firefox on Windows")
+    family = me.StringField(default="")    # browser and system family, to tell a new device
+    address = me.StringField(default="")
+    by = me.StringField(default="")        # who ended a session: you, others, admin, limit
+    sid = me.StringField()                 # a hash naming the session ended, to tell its browser why
+    wrong = me.IntField(default=0)
+    held = me.IntField(default=0)
+
+    meta = {"collection": "security_activity", **_EXPLICIT, "indexes": [
+        {"fields": ["at"], "name": "activity_ttl", "expireAfterSeconds": Settings.activity_days * 86400},
+        {"fields": ["username", "-at"], "name": "by_user"},
+        {"fields": ["username", "family", "address"], "name": "seen"},
+        {"fields": ["sid"], "name": "by_session", "sparse": True},
     ]}
 
 

@@ -48,6 +48,7 @@ import json
 import secrets
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -95,6 +96,10 @@ def _when(value: object) -> bytes:
 def record_message(record: SessionRecord) -> bytes:
     """The bytes a record's tag authenticates: every field but ``accessed``.
 
+    Records without ``fresh`` and ``notice`` (made before them) keep the
+    message their tag was made over; any other record has a message of its
+    own format that carries both.
+
     Each field length-prefixed (no field can bleed into the next) and typed
     strictly (``admin`` must be a real bool, dates real datetimes): a value
     of another type raises ``TypeError``, which the engine treats as tampering.
@@ -107,12 +112,18 @@ def record_message(record: SessionRecord) -> bytes:
     if not isinstance(sealed, bytes) or not isinstance(key_ref, bytes):
         raise TypeError("not bytes")
     text = str.encode  # TypeError for anything but a str
-    return b"".join((
-        b"socialos/v1/record",
+    fresh, notice = record.fresh, record.notice
+    parts = (
         _framed(text(record.id)), _framed(text(record.username)), _framed(text(record.name)),
         _framed(b"1" if admin else b"0"), _framed(_when(record.created)), _framed(_when(record.expires)),
         _framed(text(record.handle)), _framed(text(record.user_agent)), _framed(text(record.address)),
-        _framed(sealed), _framed(key_ref)))
+        _framed(sealed), _framed(key_ref))
+    if fresh is None and not notice:
+        # A record from before freshness and notices: its tag is over this message, so it keeps working.
+        return b"".join((b"socialos/v1/record",) + parts)
+    # Another prefix: stripping the new fields (or adding them) always changes the message.
+    return b"".join((b"socialos/v2/record",) + parts + (
+        _framed(_when(fresh) if fresh is not None else b""), _framed(text(notice))))
 
 
 def _tagged(key: ServerKey, record: SessionRecord) -> SessionRecord:
@@ -163,6 +174,8 @@ class SessionEngine:
         self.touches = TouchWriter(store, self._forget)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        # Told of each record ended for tampering (the security history listens; the record as found).
+        self.on_tampered: Callable[[SessionRecord], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------
     def setup(self) -> None:
@@ -213,11 +226,38 @@ class SessionEngine:
             sealed=key.seal(token, record_id, _pack(credentials)),
             created=now, accessed=now, expires=now + self.max_age,
             handle=secrets.token_hex(6), user_agent=(user_agent or "")[:200], address=(address or "")[:64],
-            key_ref=key.seal_ref(record_id, credentials.token),
+            key_ref=key.seal_ref(record_id, credentials.token), fresh=now,
         )
         record = _tagged(key, record)
         self.store.create(record)
         return token, record
+
+    def rotate(self, token: str, record: SessionRecord, credentials: Credentials) -> tuple[str, SessionRecord] | None:
+        """The session under a new token, made fresh now, with ``credentials`` sealed in it:
+        ``(new token, record)``; the old token names nothing afterwards.
+
+        After "Confirm it's you" (a privilege change: OWASP asks for a new
+        token). Everything else of the session (handle, times, notice) is
+        kept. None when the session ended meanwhile: nothing is revived.
+        """
+        new = new_token()
+        key = self.keyring.current
+        record_id = key.record_id(new)
+        now = utcnow()
+        fresh = _tagged(key, replace(record, id=record_id, accessed=now, fresh=now,
+                                     sealed=key.seal(new, record_id, _pack(credentials)),
+                                     key_ref=key.seal_ref(record_id, credentials.token)))
+        self.store.create(fresh)
+        if not any([self._destroy(rid) for rid in self.keyring.record_ids(token)]):
+            self._destroy(record_id)  # the old session ended while we rotated it: so does this one
+            return None
+        return new, fresh
+
+    def is_fresh(self, record: SessionRecord, seconds: float) -> bool:
+        """True when the record's owner proved their password here within ``seconds``
+        (its sign-in for records made before freshness existed)."""
+        since = record.fresh if record.fresh is not None else record.created
+        return isinstance(since, datetime) and utcnow() - since < timedelta(seconds=seconds)
 
     def resume(self, token: str | None) -> SessionRecord | None:
         """The live, authentic record a token names, or None. Never opens the seal
@@ -290,24 +330,57 @@ class SessionEngine:
         return any([self._destroy(rid) for rid in self.keyring.record_ids(token)])
 
     # -- a user's sessions ------------------------------------------------------------
-    def devices(self, username: str) -> list[SessionRecord]:
-        """The user's live sessions, newest first (authentic records only)."""
+    def devices(self, username: str, limit: int = 50) -> list[SessionRecord]:
+        """The user's live sessions, newest first, at most ``limit`` (authentic records only)."""
         now = utcnow()
-        records = self.store.list_user(username, accessed_after=now - self.idle, expires_after=now)
+        records = self.store.list_user(username, accessed_after=now - self.idle, expires_after=now, limit=limit)
         return [r for r in records if self._authentic_any(r)]
 
     def end_devices(self, username: str, keep_id: str | None = None, handle: str | None = None) -> list[str]:
         """End the user's sessions (all but ``keep_id``; only the one with ``handle``
         when given); the upstream key tokens of the ones ended, to revoke upstream."""
+        return [key_token for _record, key_token in self.end_sessions(username, keep_id, handle)
+                if key_token is not None]
+
+    def end_sessions(self, username: str, keep_id: str | None = None,
+                     handle: str | None = None) -> list[tuple[SessionRecord, str | None]]:
+        """``end_devices``, telling each record ended with its upstream key token
+        (None when there is none to revoke): the security history names them."""
         taken = self.store.take(username, handle=handle, keep_id=keep_id)
-        tokens = []
+        ended: list[tuple[SessionRecord, str | None]] = []
         for record in taken:
             self._forget(record.id)
+            key_token = None
             if record.key_ref and self._authentic_any(record):
                 key_token = self.keyring.open_ref(record.id, record.key_ref)
-                if key_token is not None:
-                    tokens.append(key_token)
-        return tokens
+            ended.append((record, key_token))
+        return ended
+
+    # -- notices on a user's sessions ---------------------------------------------------
+    def set_notice(self, username: str, notice: str, keep_id: str | None = None) -> int:
+        """Put ``notice`` on each of the user's live sessions but ``keep_id``; how many.
+
+        A tagged field of the record: it reaches every instance's cache through the
+        change feed like any revocation, so showing it costs no read per request."""
+        return self._renotice(username, notice, lambda record: record.id != keep_id)
+
+    def clear_notice(self, username: str, notice: str) -> int:
+        """Take ``notice`` off every session of the user that still holds it (shown once
+        anywhere, it is gone everywhere); how many."""
+        return self._renotice(username, "", lambda record: record.notice == notice)
+
+    def _renotice(self, username: str, notice: str, which: Callable[[SessionRecord], bool]) -> int:
+        changed = 0
+        key = self.keyring.current
+        for record in self.devices(username):
+            if not record.tag or not which(record) or record.notice == notice:
+                continue
+            if not key.check_record_tag(record_message(record), record.tag):
+                continue  # tagged under a previous key: its next use re-seals it; no notice meanwhile
+            self._forget(record.id)
+            if self.store.update(_tagged(key, replace(record, notice=notice))):  # never revives an ended one
+                changed += 1
+        return changed
 
     def stats(self) -> Counts:
         """``{"active", "users", "by_hour": {0..23: n}, "counted_at", "age", "pending"}`` over live
@@ -353,6 +426,12 @@ class SessionEngine:
     def _tampered(self, record: SessionRecord) -> None:
         self._destroy(record.id)
         logs.security_event("session_tampered", sid=short_id(record.id))
+        hook = self.on_tampered
+        if hook is not None:
+            try:
+                hook(record)
+            except StoreUnavailable:
+                pass  # the security log has it; the history misses one line
 
     def _adopt(self, token: str, record: SessionRecord, index: int, now: datetime) -> SessionRecord | None:
         """A record from before tags: check it, clamp what nothing vouched for, tag it."""
@@ -366,8 +445,9 @@ class SessionEngine:
             if now >= record.expires or now - record.accessed >= self.idle:
                 self._destroy(record.id)
                 return None
+            # Nothing vouched for ``created`` either: an adopted session is never fresh.
             clamped = replace(record, admin=False, created=min(record.created, now),
-                              expires=min(record.expires, now + self.max_age))
+                              expires=min(record.expires, now + self.max_age), fresh=_EPOCH, notice="")
             record_message(clamped)  # every field of the right type
         except TypeError:
             self._tampered(record)

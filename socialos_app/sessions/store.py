@@ -28,7 +28,8 @@ class SessionRecord:
 
     ``sealed`` is the upstream API key, encrypted under a key that needs the
     cookie's token; ``key_ref`` the upstream key's token alone, sealed under
-    a server-only key; ``tag`` authenticates every field but ``accessed``.
+    a server-only key; ``tag`` authenticates every field but ``accessed``
+    (``fresh`` and ``notice`` included).
     """
 
     id: str               # keyed hash of the cookie's token, never the token
@@ -45,6 +46,11 @@ class SessionRecord:
     # The server-sealed upstream key token, and the tag (both empty in records made before them).
     key_ref: bytes = field(default=b"", repr=False)
     tag: bytes = field(default=b"", repr=False)
+    # When the owner last proved their password here (sign-in or "Confirm it's you"); None in
+    # records made before it existed (their ``created`` stands in). Tagged: no writer makes a session fresh.
+    fresh: datetime | None = None
+    # A security notice waiting for this browser's next page (``accounts.activity``), "" for none. Tagged.
+    notice: str = ""
 
 
 class SessionStats(TypedDict):

@@ -19,6 +19,7 @@ from cherrypy.process.plugins import SimplePlugin
 
 from socialos_app import resources
 from socialos_app.accounts import signin as accounts
+from socialos_app.accounts.activity import Activity
 from socialos_app.accounts.throttle import LoginThrottle
 from socialos_app.crypto import Keyring
 from socialos_app.db.connection import connect
@@ -35,7 +36,9 @@ from socialos_app.upstream.socialos import SocialOS
 from socialos_app.upstream.transport import Transport
 from socialos_app.web import toolbox
 from socialos_app.web.errorpages import error_page, unexpected_error
+from socialos_app.web.pages.activity import ActivityPage
 from socialos_app.web.pages.admin import AdminPages
+from socialos_app.web.pages.confirm import ConfirmPage
 from socialos_app.web.pages.dashboard import DashboardPages
 from socialos_app.web.pages.presence import PresencePages, PusherEndpoints, live_config
 from socialos_app.web.pages.probes import MetricsPage, Probe
@@ -57,11 +60,14 @@ def build_services(settings: Settings) -> Services:
     # One pooled session, shared by both clients; every call counted in the metrics.
     transport = Transport.from_settings(settings, observe=metrics.upstream_call)
     pusher = Pusher.from_settings(settings, transport) if settings.pusher_configured else None
-    # The throttle and the presence directory use MongoDB whatever SESSION_STORE says.
-    return Services(settings=settings, keyring=keyring, engine=engine,
-                    socialos=SocialOS.from_settings(settings, transport),
-                    throttle=LoginThrottle(max_failures=settings.login_max_failures), members=MemberDirectory(),
-                    pusher=pusher, live=LiveConnections(pusher, metrics.live_call) if pusher is not None else None)
+    # The throttle, the presence directory and the security history use MongoDB whatever SESSION_STORE says.
+    services = Services(settings=settings, keyring=keyring, engine=engine,
+                        socialos=SocialOS.from_settings(settings, transport),
+                        throttle=LoginThrottle(max_failures=settings.login_max_failures), members=MemberDirectory(),
+                        activity=Activity(days=settings.activity_days), pusher=pusher,
+                        live=LiveConnections(pusher, metrics.live_call) if pusher is not None else None)
+    engine.on_tampered = lambda record: accounts.record_tampered(services, record)
+    return services
 
 
 def _form_or_4xx(processor: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -112,10 +118,16 @@ def app_config(services: Services) -> dict[str, dict[str, Any]]:
                "tools.socialos_session.engine": services.engine,
                "tools.socialos_session.socialos": services.socialos,
                "tools.socialos_session.cookie_name": s.cookie_name,
-               "tools.socialos_session.secure": s.cookie_secure}
+               "tools.socialos_session.secure": s.cookie_secure,
+               "tools.socialos_session.why_ended":
+                   lambda token: services.activity.why_ended(services.keyring.record_ids(token))}
+    # Off but for the handlers that ask for it (web.security): these are its objects.
+    fresh = {"tools.fresh_session.engine": services.engine, "tools.fresh_session.seconds": s.session_fresh,
+             "tools.security_notice.on": True, "tools.security_notice.engine": services.engine}
     return {
         "/": {
             **session,
+            **fresh,
             "tools.known_paths.on": True,
             "tools.head_as_get.on": True,
             "tools.csrf.on": True,
@@ -172,6 +184,7 @@ class ServicesPlugin(SimplePlugin):
             self.services.engine.setup()
             self.services.throttle.setup()
             self.services.members.setup()
+            self.services.activity.setup()
         except StoreUnavailable as exc:
             # Start anyway: pages answer 503 until the database is back (indexes are idempotent).
             self.bus.log(f"session database not reachable at start ({exc}); will answer 503 until it is",
@@ -195,6 +208,8 @@ class Root(SignInPages, DashboardPages):
         self.admin = AdminPages(services)
         self.presence = PresencePages(services)
         self.pusher = PusherEndpoints(services)
+        self.confirm = ConfirmPage(services, lambda: self.return_pages)
+        self.activity = ActivityPage(services)
         self.livez = Probe(health.livez)
         self.readyz = Probe(health.readyz)
         self.healthz = Probe(health.readyz)

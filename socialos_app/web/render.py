@@ -82,4 +82,5 @@ def render(name: str, **context: Any) -> str:
     context.setdefault("csrf_token", getattr(request, "csrf_token", ""))
     context.setdefault("title", "")
     context.setdefault("path", request.path_info or "/")
+    context.setdefault("security_notice", getattr(request, "security_notice", None))  # web.security
     return _env.get_template(name).render(**context)

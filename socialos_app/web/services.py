@@ -6,6 +6,7 @@ assembly that imports them.
 
 from dataclasses import dataclass
 
+from socialos_app.accounts.activity import Activity
 from socialos_app.accounts.throttle import LoginThrottle
 from socialos_app.crypto import Keyring
 from socialos_app.presence.connections import LiveConnections
@@ -28,6 +29,7 @@ class Services:
     socialos: SocialOS
     throttle: LoginThrottle
     members: MemberDirectory      # who is known in presence channels
+    activity: Activity            # each user's security history
     pusher: Pusher | None = None  # None when Pusher is not configured
     live: LiveConnections | None = None  # ends users' live connections with their sessions (with Pusher)
 

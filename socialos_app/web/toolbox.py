@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, TypeVar, cast
 import cherrypy
 
 from socialos_app.ops import logs, metrics
-from socialos_app.web import tools
+from socialos_app.web import security, tools
 
 __all__ = ["TOOLS", "Route", "ToolSpec", "allow", "config", "expose", "register", "routes"]
 
@@ -51,6 +51,9 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec("csrf", "before_handler", tools.check_csrf, 60),
     # After CSRF, so the 403 page still carries the token its sign-out button needs.
     ToolSpec("admin_only", "before_handler", tools.admin_only, 65),
+    # After the admin guard (a non-admin gets 403, not a password form); before the handler runs.
+    ToolSpec("fresh_session", "before_handler", security.fresh_session, 67),
+    ToolSpec("security_notice", "before_handler", security.security_notice, 68),
     ToolSpec("upstream_errors", "before_handler", tools.translate_errors, 70),
     ToolSpec("secure_headers", "before_finalize", tools.secure_headers, 60),
     ToolSpec("request_log", "on_end_request", logs.log_request, 50),

@@ -10,13 +10,14 @@ them off or tune them in their ``_cp_config``.
 
 import re
 import secrets
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import cherrypy
 
-from socialos_app.crypto import Keyring
+from socialos_app.crypto import Keyring, looks_like_token
 from socialos_app.ops.logs import security_event
 from socialos_app.sessions import Credentials, SessionEngine, SessionRecord
 from socialos_app.storage import StoreUnavailable
@@ -130,11 +131,13 @@ def known_paths() -> None:
 
 # -- the session tool --------------------------------------------------------
 def resolve_session(engine: SessionEngine, socialos: SocialOS, cookie_name: str, secure: bool,
-                    required: bool = True) -> None:
+                    required: bool = True, why_ended: Callable[[str], str] | None = None) -> None:
     """Before the handler: cookie → session → ``request.signed_in``.
 
     Signed-out requests to pages that need a session are sent to sign in,
     with the page they wanted as ``next``; unknown paths stay 404s.
+    ``why_ended(token)`` names how a cookie's session was ended, when the
+    security history knows ("limit", "admin", ...): the sign-in page says so.
     """
     request = cherrypy.serving.request
     request.signed_in = None
@@ -153,8 +156,15 @@ def resolve_session(engine: SessionEngine, socialos: SocialOS, cookie_name: str,
         elif token:
             expire_cookie(cookie_name, secure)  # stale or forged: drop it
     if request.signed_in is None and required and _found(request):
-        # A cookie that no longer names a session: say so on the sign-in page.
-        raise cherrypy.HTTPRedirect(login_url(_here(), "ended" if token else None), 303)
+        # A cookie that no longer names a session: say so on the sign-in page (and why, when known).
+        reason = None
+        if token:
+            try:
+                why = why_ended(token) if why_ended is not None and looks_like_token(token) else ""
+            except StoreUnavailable:
+                why = ""
+            reason = f"ended-{why}" if why else "ended"
+        raise cherrypy.HTTPRedirect(login_url(_here(), reason), 303)
 
 
 # -- upstream and database trouble → a clear answer -------------------------

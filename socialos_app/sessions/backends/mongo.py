@@ -65,9 +65,9 @@ _TOUCH = {"$and": [
 REVOCATIONS = [{"$match": {"operationType": {"$ne": "insert"}, "$expr": {"$not": [_TOUCH]}}}]
 
 _FIELDS = ("username", "name", "admin", "sealed", "created", "accessed", "expires",
-           "handle", "user_agent", "address", "key_ref", "tag")
+           "handle", "user_agent", "address", "key_ref", "tag", "fresh", "notice")
 _DEFAULTS: dict[str, object] = {"name": "", "admin": False, "handle": "", "user_agent": "", "address": "",
-                                "key_ref": b"", "tag": b""}
+                                "key_ref": b"", "tag": b"", "fresh": None, "notice": ""}
 
 
 def record_from_document(doc: Mapping[str, Any]) -> SessionRecord:

@@ -1,7 +1,9 @@
-"""``/admin`` (users and session statistics) and ``/admin/sessions`` (end a user's sessions).
+"""``/admin`` (users and session statistics), ``/admin/sessions`` (end a user's sessions)
+and ``/admin/activity`` (a user's security history).
 
-Administrators only: the ``admin_only`` tool in the class's ``_cp_config``
-guards every handler under ``/admin``, those added later included.
+Administrators only, with a fresh session: the ``admin_only`` and
+``fresh_session`` tools in the class's ``_cp_config`` guard every handler
+under ``/admin``, those added later included.
 """
 
 from typing import Any, ClassVar
@@ -10,6 +12,7 @@ import cherrypy
 
 from socialos_app.accounts import signin as accounts
 from socialos_app.upstream.errors import Unauthorized, UpstreamError, explain
+from socialos_app.web.pages.activity import history_page
 from socialos_app.web.pages.base import as_dict, device_row, notice_text, page_number, text, url, with_notice
 from socialos_app.web.render import render
 from socialos_app.web.services import Services
@@ -25,7 +28,8 @@ STATS_LATE_SECONDS = 10  # older counts say when they were made
 class AdminPages:
     """``/admin`` and ``/admin/sessions``: administrators only."""
 
-    _cp_config: ClassVar[dict[str, Any]] = {"tools.admin_only.on": True}
+    # Every admin page shows every user's email, every admin action ends sessions: a fresh session only.
+    _cp_config: ClassVar[dict[str, Any]] = {"tools.admin_only.on": True, "tools.fresh_session.on": True}
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -80,3 +84,13 @@ class AdminPages:
             raise cherrypy.HTTPRedirect(with_notice("/admin", "user-ended", ended, q=name), 303)
         sessions = [device_row(r, admin.record.id) for r in self.services.engine.devices(name)]
         return render("confirm_user.html", title="End sessions", username=name, sessions=sessions)
+
+    @expose
+    @allow("GET")
+    def activity(self, username: object = "", page: object = "1", **_ignored: object) -> str:
+        """One user's security history, a page at a time."""
+        name = text(username, accounts.MAX_USERNAME)
+        if not accounts.USERNAME.fullmatch(name):
+            raise cherrypy.HTTPRedirect("/admin", 303)
+        return history_page(self.services.activity, name, page, "/admin/activity", f"Activity of {name}",
+                            username=name)

@@ -24,6 +24,16 @@ NOTICES: dict[str, str | tuple[str, str]] = {
     # The session tool can't tell these two apart: the record is gone either way.
     "ended": "This browser was signed out: its session was ended from another device, or it expired. "
              "Please sign in again.",
+    # Why, when the security history knows (web.tools.resolve_session asks it).
+    "ended-you": "This browser was signed out from another of your devices. Please sign in again.",
+    "ended-others": "This browser was signed out by “Sign out everywhere else” on another of your devices. "
+                    "Please sign in again.",
+    "ended-admin": "This browser was signed out by an administrator. Please sign in again.",
+    "ended-limit": "This browser was signed out because your account signed in on another device and went "
+                   "over the limit of signed-in devices; the least recently used one is signed out. "
+                   "Please sign in again.",
+    "ended-tampered": "This browser was signed out because its session's stored record had been altered. "
+                      "Please sign in again.",
     "device-ended": ("That device was already signed out.", "That device has been signed out."),
     "others-ended": ("There were no other devices to sign out.",
                      "Signed out {n}. This is now your only signed-in device."),

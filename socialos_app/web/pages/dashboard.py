@@ -1,5 +1,5 @@
-"""The signed-in user's own pages: ``/dashboard`` (profile, search, devices) and ``/devices``
-(sign out one other device, or all of them)."""
+"""The signed-in user's own pages: ``/dashboard`` (profile, search, devices, recent security
+activity) and ``/devices`` (sign out one other device, or all of them)."""
 
 import re
 from typing import Any
@@ -10,12 +10,13 @@ from socialos_app.accounts import signin as accounts
 from socialos_app.web.pages.base import as_dict, device_row, notice_text, text, with_notice
 from socialos_app.web.render import render
 from socialos_app.web.services import Services
-from socialos_app.web.toolbox import allow, expose
+from socialos_app.web.toolbox import allow, config, expose
 from socialos_app.web.tools import SignedIn
 
 __all__ = ["DashboardPages"]
 
 _HANDLE_RE = re.compile(r"[0-9a-f]{12}")
+RECENT_EVENTS = 10  # lines of the security history on the dashboard (the rest on /activity)
 
 
 class DashboardPages:
@@ -39,16 +40,20 @@ class DashboardPages:
             found = as_dict(user.api.search("user", params={"q": query})).get("results")
             results = [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
         devices = self._devices(user)
+        history = self.services.activity.recent(user.username, RECENT_EVENTS)
         return render("dashboard.html", title="Dashboard", profile=profile, query=query,
-                      results=results, devices=devices, notice=notice_text(notice, n))
+                      results=results, devices=devices, notice=notice_text(notice, n), history=history)
 
     @expose
     @allow("GET", "POST")
+    # Ending other sessions takes a fresh session: a borrowed cookie can't sign the owner out elsewhere.
+    @config({"tools.fresh_session.on": True})
     def devices(self, handle: object = "", everywhere: object = "", **_ignored: object) -> str:
         """Sign out one of my other devices, or all of them.
 
         GET asks (a page with a POST form, so it works without scripts);
-        POST, with the form's CSRF token, does it.
+        POST, with the form's CSRF token, does it. Both need a fresh session
+        (``web.security``): a stale one confirms first, then comes back to the GET page.
         """
         request = cherrypy.serving.request
         user: SignedIn = request.signed_in
