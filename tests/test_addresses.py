@@ -148,7 +148,7 @@ def test_nginx_keys_an_ipv6_client_by_its_64_too():
         for pattern, value in rows:
             found = pattern.search(address)
             if found:
-                return re.sub(r"\$(\w+)", lambda m: found.group(m.group(1)), value)
+                return re.sub(r"\$(\w+)", lambda m, hit=found: hit.group(m.group(1)), value)
         return None
 
     rng = random.Random(21)
