@@ -135,10 +135,10 @@
       all.insertBefore(entry, after);
     }
     if (!entry) { return; }
-    var counted = entry.querySelector(".channel-count");
+    var counted = entry.querySelector(":scope > span.muted");
     if (!counted) {
       counted = document.createElement("span");
-      counted.className = "muted channel-count";
+      counted.className = "muted";
       entry.appendChild(document.createTextNode(" "));
       entry.appendChild(counted);
     }

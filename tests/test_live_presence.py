@@ -243,7 +243,7 @@ def counts_agree(user, channel):
     """The member count and the channel list's entry for the channel say the same, live."""
     user.page.wait_for_function(
         """(channel) => {
-               const entry = document.querySelector(`#channels li[data-channel="${channel}"] .channel-count`);
+               const entry = document.querySelector(`#channels li[data-channel="${channel}"] > span.muted`);
                const n = Number(document.getElementById('member-count').textContent);
                return entry && entry.textContent === `(${n} member${n === 1 ? '' : 's'})`; }""",
         arg=channel, timeout=LIVE_WITHIN * 1000)
