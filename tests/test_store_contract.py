@@ -15,21 +15,36 @@ from socialos_app.sessions.backends.mongo import MongoSessionStore
 from socialos_app.storage import utcnow
 
 
-@pytest.fixture(params=["mongo", "memory"])
-def store(request):
-    if request.param == "memory":
-        s = MemorySessionStore()
-        s.setup(600)
-        yield s
-        return
+def memory_store(request):
+    yield MemorySessionStore()
+
+
+def mongo_store(request):
     db = request.getfixturevalue("db")
     name = "contract_" + secrets.token_hex(4)
     client = db.client()
-    s = MongoSessionStore(client[name]["sessions"])
-    s.setup(600)
-    yield s
+    yield MongoSessionStore(client[name]["sessions"])
     client.drop_database(name)
     client.close()
+
+
+# How the suite makes a fresh store of each backend. A backend added to BACKENDS
+# without a maker here fails test_every_backend_runs_this_suite.
+MAKERS = {"memory": memory_store, "mongodb": mongo_store}
+
+
+@pytest.fixture(params=sorted(MAKERS))
+def store(request):
+    made = MAKERS[request.param](request)
+    s = next(made)
+    s.setup(600)
+    yield s
+    next(made, None)
+
+
+def test_every_backend_runs_this_suite():
+    from socialos_app.sessions.backends import BACKENDS
+    assert set(MAKERS) == set(BACKENDS)
 
 
 def record(username="ann", created=None, **fields):
@@ -171,10 +186,9 @@ def test_the_engine_runs_the_same_on_every_store(store):
 # -- choosing a backend -------------------------------------------------------------------
 def test_session_store_setting_picks_the_backend_by_name(db):
     from socialos_app.db.connection import connect, disconnect
-    from socialos_app.sessions.backends import BACKENDS, get_store
+    from socialos_app.sessions.backends import get_store
     from socialos_app.settings import Settings
 
-    assert set(BACKENDS) == {"mongodb", "memory"}
     connect(db.uri_for("contract_" + secrets.token_hex(4)))  # lazy: nothing is sent
     try:
         assert isinstance(get_store(Settings(session_store="memory")), MemorySessionStore)
