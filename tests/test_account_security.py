@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
+from test_browser import AXE_URL, DESKTOP, PHONE, TIMEOUT_MS, axe, axe_violations, browser, layout_problems  # noqa: F401
 from test_web import active_keys, database, get, location, post, record_id
 
 from conftest import csrf_from, sign_in
@@ -41,7 +42,7 @@ class _From(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def browser(agent, address="127.0.0.1"):
+def client(agent, address="127.0.0.1"):
     s = requests.Session()
     s.headers["User-Agent"] = agent
     if address != "127.0.0.1":
@@ -50,7 +51,7 @@ def browser(agent, address="127.0.0.1"):
 
 
 def signed_in_as(app, username, agent, address="127.0.0.1"):
-    s, answer = sign_in(app, username, username, session=browser(agent, address))
+    s, answer = sign_in(app, username, username, session=client(agent, address))
     assert answer.status_code == 303, answer.text
     return s
 
@@ -196,7 +197,7 @@ def test_freshness_and_notices_are_tagged_fields_of_the_record_in_both_backends(
 def test_the_history_shows_each_event_in_words(app, db):
     first = signed_in_as(app, "carol", FIREFOX_WINDOWS)
     second = signed_in_as(app, "carol", CHROME_LINUX, "127.0.0.2")
-    stranger = browser(SAFARI_IPHONE, "127.0.0.3")
+    stranger = client(SAFARI_IPHONE, "127.0.0.3")
     assert sign_in(app, "carol", "wrong-guess", session=stranger)[1].status_code == 200
     assert sign_in(app, "carol", "wrong-again", session=stranger)[1].status_code == 200
 
@@ -249,7 +250,7 @@ def test_the_history_shows_each_event_in_words(app, db):
 def test_the_history_is_paged(app):
     s = signed_in_as(app, "dave", FIREFOX_WINDOWS)
     for n in range(22):  # a line per address and hour: 22 lines
-        assert sign_in(app, "dave", "not-it", session=browser(CHROME_LINUX, f"127.0.1.{n + 1}"))[1].status_code == 200
+        assert sign_in(app, "dave", "not-it", session=client(CHROME_LINUX, f"127.0.1.{n + 1}"))[1].status_code == 200
     first = get(s, app, "/activity")
     assert first.text.count('<li class="history-') == 20
     assert 'href="/activity?page=2"' in first.text and 'rel="prev"' not in first.text
@@ -261,7 +262,7 @@ def test_the_history_is_paged(app):
 
 
 def test_500_wrong_passwords_from_one_address_make_a_handful_of_lines(app, db):
-    guesser = browser(CHROME_LINUX, "127.0.0.9")
+    guesser = client(CHROME_LINUX, "127.0.0.9")
     form = guesser.get(app.url("/login"), timeout=10)
     csrf = csrf_from(form.text)
     statuses = set()
@@ -358,3 +359,64 @@ def test_the_confirm_page_is_only_for_signed_in_people_and_next_stays_on_this_si
     empty = post(s, app, "/confirm", data={"csrf_token": csrf_from(page.text), "password": ""})
     assert empty.status_code == 400 and "Enter your password" in empty.text
     assert post(s, app, "/confirm", data={"password": "demo"}).status_code == 403  # no CSRF token
+
+
+# -- in a real browser: 390 px, axe, no scripts ------------------------------------------------
+def test_the_notice_and_confirmation_at_phone_width_with_axe_and_without_scripts(browser, stale_app, axe):  # noqa: F811
+    app = stale_app
+    context = browser.new_context(base_url=app.base, viewport=PHONE, user_agent=FIREFOX_WINDOWS)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.route("**" + AXE_URL, lambda route: route.fulfill(status=200, content_type="application/javascript",
+                                                              body=axe))
+    bare = browser.new_context(base_url=app.base, viewport=PHONE, java_script_enabled=False)
+    found = {}
+    try:
+        pg = context.new_page()
+        pg.goto("/login")
+        pg.fill("#username", "ada")
+        pg.fill("#password", "ada")
+        pg.click("form.stack button[type=submit]")
+        pg.wait_for_url("**/dashboard")
+        signed_in_as(app, "ada", CHROME_LINUX, "127.0.0.2")
+        pg.goto("/activity")
+
+        def noticed():
+            if pg.locator("#security-notice").count() == 1:
+                return True
+            pg.reload()
+            return False
+        wait_for(noticed, DEADLINE, "the notice")
+        found["notice"] = layout_problems(pg) + axe_violations(pg)
+        pg.goto("/dashboard")
+        found["dashboard"] = layout_problems(pg) + axe_violations(pg)
+        pg.set_viewport_size(DESKTOP)
+        pg.goto("/confirm?next=%2Fdevices%3Feverywhere%3D1")
+        found["confirm desktop"] = layout_problems(pg) + axe_violations(pg)
+        pg.set_viewport_size(PHONE)
+        pg.reload()
+        found["confirm"] = layout_problems(pg) + axe_violations(pg)
+        pg.fill("#confirm-password", "wrong")
+        pg.click("form.stack button[type=submit]")
+        found["wrong"] = layout_problems(pg) + axe_violations(pg)
+        assert "Wrong password" in pg.inner_text("#confirm-error")
+
+        # Without scripts: the whole way from the dashboard through confirmation to the action.
+        plain = bare.new_page()
+        plain.goto("/login")
+        plain.fill("#username", "ada")
+        plain.fill("#password", "ada")
+        plain.click("form.stack button[type=submit]")
+        plain.wait_for_url("**/dashboard")
+        wait_for(lambda: plain.goto("/devices?everywhere=1") and "/confirm" in plain.url, DEADLINE, "stale")
+        plain.fill("#confirm-password", "ada")
+        plain.click("form.stack button[type=submit]")
+        plain.wait_for_url("**/devices?everywhere=1")
+        assert "other device" in plain.inner_text("h1")
+        plain.click("form.actions button[type=submit]")
+        plain.wait_for_url("**/dashboard?notice=others-ended*")
+        assert "This is now your only signed-in device." in plain.inner_text("#notice")
+    finally:
+        context.close()
+        bare.close()
+    bad = {where: p for where, p in found.items() if p}
+    assert not bad, bad
