@@ -6,7 +6,7 @@ import re
 import pytest
 import requests
 
-from support import LOGS, SECRETS, App, Database, Sandbox, app_env, remember_secret
+from support import LOGS, SECRETS, Database, Sandbox, remember_secret, started_app
 
 
 @pytest.fixture(scope="session")
@@ -33,17 +33,15 @@ def _clear_faults(request):
 
 @pytest.fixture(scope="module")
 def app(db, sandbox):
-    server = App(app_env(db, sandbox)).start()
-    yield server
-    server.stop()
+    with started_app(db, sandbox) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def quick_app(db, sandbox):
     """An app that gives up on the upstreams after half a second."""
-    server = App(app_env(db, sandbox, UPSTREAM_READ_TIMEOUT="0.5")).start()
-    yield server
-    server.stop()
+    with started_app(db, sandbox, UPSTREAM_READ_TIMEOUT="0.5") as server:
+        yield server
 
 
 @pytest.fixture
@@ -52,7 +50,7 @@ def start_app(db, sandbox):
     started = []
 
     def start(**overrides):
-        server = App(app_env(db, sandbox, **overrides)).start()
+        server = started_app(db, sandbox, **overrides)
         started.append(server)
         return server
 

@@ -133,3 +133,14 @@ class App:
 
     def stop(self, sig=signal.SIGTERM):
         return self.proc.stop(sig) if self.proc else None
+
+    def __enter__(self):
+        return self if self.proc else self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+def started_app(db, sandbox, **overrides):
+    """An app process against the test services with settings of the caller's own; use with ``with``."""
+    return App(app_env(db, sandbox, **overrides)).start()

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from conftest import csrf_from, sign_in
-from support import App, Database, app_env, wait_for
+from support import Database, started_app, wait_for
 
 DB_DOWN = "The session database is not answering right now"
 
@@ -28,9 +28,8 @@ def mydb():
 
 @pytest.fixture(scope="module")
 def app(mydb, sandbox):
-    server = App(app_env(mydb, sandbox)).start()
-    yield server
-    server.stop()
+    with started_app(mydb, sandbox) as server:
+        yield server
 
 
 @pytest.fixture
@@ -223,16 +222,13 @@ def test_a_slow_session_count_never_holds_the_admin_page(app, failpoint):
 
 def test_before_its_first_count_the_admin_page_says_it_is_counting(mydb, sandbox, failpoint):
     # No session cache, so no change stream: the only aggregate is the count.
-    fresh = App(app_env(mydb, sandbox, SESSION_CACHE_SIZE="0")).start()
-    try:
+    with started_app(mydb, sandbox, SESSION_CACHE_SIZE="0") as fresh:
         admin = signed_in_as(fresh, "admin")
         failpoint({"times": 1}, failCommands=["aggregate"], blockConnection=True, blockTimeMS=5000)
         page = admin.get(fresh.url("/admin"), allow_redirects=False, timeout=30)
         assert page.status_code == 200
         assert "Counting live sessions" in page.text and "Alice Liddell" in page.text
         assert wait_for(lambda: active_count(admin, fresh), 20, "the first count") >= 1
-    finally:
-        fresh.stop()
 
 
 # -- the Social OS API misbehaves at sign-in ---------------------------------------------

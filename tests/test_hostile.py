@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import csrf_from, sign_in
-from support import App, app_env, read_answer
+from support import read_answer, started_app
 
 BOUND = 3.0  # seconds: no answer may take longer (upstream timeouts don't come into play here)
 KEY, SECRET = "demo-key", "demo-secret"
@@ -43,9 +43,8 @@ XSS = [
 # -- fixtures and checks -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def app(db, sandbox):
-    server = App(app_env(db, sandbox, LOGIN_MAX_FAILURES="1000")).start()
-    yield server
-    server.stop()
+    with started_app(db, sandbox, LOGIN_MAX_FAILURES="1000") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

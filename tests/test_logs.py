@@ -28,7 +28,7 @@ from socialos_app.ops.logs import (
     trouble,
     troubled,
 )
-from support import App, app_env, read_answer, wait_for
+from support import read_answer, started_app, wait_for
 
 ISO = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 CHERRYPY_DATE = re.compile(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d\]")
@@ -38,18 +38,16 @@ SEEN_SECRETS = []
 
 @pytest.fixture(scope="module")
 def json_app(db, sandbox):
-    server = App(app_env(db, sandbox, LOG_FORMAT="json", LOG_LEVEL="INFO", LOGIN_MAX_FAILURES="1000")).start()
-    SEEN_SECRETS.append(server.env["SECURE_KEY"])
-    yield server
-    server.stop()
+    with started_app(db, sandbox, LOG_FORMAT="json", LOG_LEVEL="INFO", LOGIN_MAX_FAILURES="1000") as server:
+        SEEN_SECRETS.append(server.env["SECURE_KEY"])
+        yield server
 
 
 @pytest.fixture(scope="module")
 def text_app(db, sandbox):
-    server = App(app_env(db, sandbox, LOG_LEVEL="INFO")).start()
-    SEEN_SECRETS.append(server.env["SECURE_KEY"])
-    yield server
-    server.stop()
+    with started_app(db, sandbox, LOG_LEVEL="INFO") as server:
+        SEEN_SECRETS.append(server.env["SECURE_KEY"])
+        yield server
 
 
 def json_lines(app):
@@ -124,13 +122,10 @@ def test_the_request_id_is_on_the_error_page(json_app):
 
 
 def test_a_proxied_request_logs_the_client_address_only_when_the_proxy_is_trusted(db, sandbox):
-    trusted = App(app_env(db, sandbox, LOG_FORMAT="json", LOG_LEVEL="INFO", TRUSTED_PROXY="1")).start()
-    try:
+    with started_app(db, sandbox, LOG_FORMAT="json", LOG_LEVEL="INFO", TRUSTED_PROXY="1") as trusted:
         rid = requests.get(trusted.url("/login"), headers={"X-Forwarded-For": "203.0.113.7"},
                            timeout=10).headers["X-Request-ID"]
         assert request_line(trusted, rid)["ip"] == "203.0.113.7"
-    finally:
-        trusted.stop()
 
 
 def test_text_lines_have_one_timestamp_each(text_app):

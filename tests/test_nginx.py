@@ -36,7 +36,7 @@ import pytest
 import requests
 
 from conftest import sign_in
-from support import App, Proc, app_env, free_port, port_open, read_answer, wait_for
+from support import Proc, free_port, port_open, read_answer, started_app, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "nginx" / "default.conf.template"
@@ -219,9 +219,8 @@ class Relay:
 @pytest.fixture(scope="module")
 def proxied_app(db, sandbox):
     """The app as deployed behind nginx: TRUSTED_PROXY=1."""
-    server = App(app_env(db, sandbox, TRUSTED_PROXY="1")).start()
-    yield server
-    server.stop()
+    with started_app(db, sandbox, TRUSTED_PROXY="1") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

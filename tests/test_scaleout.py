@@ -7,7 +7,7 @@ import time
 import requests
 
 from conftest import csrf_from, sign_in
-from support import App, app_env, wait_for
+from support import App, app_env, started_app, wait_for
 
 
 def test_two_instances_share_sessions_and_sign_out_is_seen_at_once(db, sandbox):
@@ -39,7 +39,7 @@ def test_two_instances_share_sessions_and_sign_out_is_seen_at_once(db, sandbox):
 
 
 def test_sigterm_lets_a_slow_request_finish_and_exits_zero(db, sandbox):
-    app = App(app_env(db, sandbox)).start()
+    app = started_app(db, sandbox)
     browser, _ = sign_in(app)
     before = sandbox.stats()["requests"]
     sandbox.fault(path_prefix="/api/user", delay=1.5, count=1)
@@ -61,13 +61,10 @@ def test_sigterm_lets_a_slow_request_finish_and_exits_zero(db, sandbox):
 
 
 def test_request_log_has_one_line_per_request_and_no_secrets(db, sandbox):
-    app = App(app_env(db, sandbox, LOG_LEVEL="INFO")).start()
-    try:
+    with started_app(db, sandbox, LOG_LEVEL="INFO") as app:
         browser, _ = sign_in(app, "demo", "demo")
         browser.get(app.url("/dashboard?q=secret-search-term"))
         cookie = browser.cookies.get("session")
-    finally:
-        app.stop()
     out = app.proc.output()
     lines = [line for line in out.splitlines() if " GET /dashboard " in line]
     assert len(lines) == 1
