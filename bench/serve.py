@@ -26,9 +26,17 @@ after the app is mounted, mounts ``/_bench``:
     /_bench/profile    POST action=start (afresh; clock=cpu|wall)|stop: cProfile the request
                        threads; GET: the top costs (pstats text, or ``fmt=json``: per request, µs)
 
-All pages but dbstats/profile carry the app's other tools (CSRF binding,
-security headers, error pages) as the app's own pages do, so a ratio
-between two of them is the cost of the session layer alone.
+All pages but dbstats/profile carry the app's other tools (request id,
+CSRF binding, security headers, the request log line, the metrics, error
+pages) as the app's own pages do, so a ratio between two of them is the
+cost of the session layer alone.
+
+Beside them, a page of CherryPy's own, with nothing of the app:
+
+    /_floor            the same tiny answer from a second CherryPy application on the same
+                       server and thread pool, every tool off (CherryPy's defaults too: encode,
+                       trailing_slash, log_tracebacks) and CherryPy's own request and response
+                       classes: what this server costs before the app adds anything
 """
 
 import cProfile
@@ -114,7 +122,14 @@ COUNTING = os.environ.get("BENCH_COUNT_DB") == "1"
 
 
 class Profiling:
-    """cProfile of request handling: one profiler per server thread, on between start and stop."""
+    """cProfile of whole requests: from the first byte read to the last written and the request's close.
+
+    Installed on the server's connection class (``install``), so every part
+    of a request is seen: cheroot reading and parsing it, CherryPy's dispatch
+    and config, the tools, the handler, the answer's headers and body going
+    out, and the ``on_end_request`` hooks (the log line, the metrics) that run
+    after. One profiler per server thread, on between ``reset`` and ``active = False``.
+    """
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -122,6 +137,27 @@ class Profiling:
         self.requests = 0
         self.active = False
         self.timer = time.thread_time
+        self.installed = False
+
+    def install(self, server):
+        """Profile the connections ``server`` accepts from now on (once; wrk opens new ones per run)."""
+        if self.installed:
+            return
+        profiling, base = self, server.ConnectionClass
+
+        class ProfiledConnection(base):
+            def communicate(self):  # one request per call (cheroot's connection manager has it between)
+                prof = profiling.profiler()
+                if prof is None:
+                    return super().communicate()
+                prof.enable()
+                try:
+                    return super().communicate()
+                finally:
+                    prof.disable()
+
+        server.ConnectionClass = ProfiledConnection
+        self.installed = True
 
     def reset(self, clock="cpu"):
         """Start afresh; ``clock`` "cpu" counts each thread's CPU time, "wall" includes waits."""
@@ -129,22 +165,17 @@ class Profiling:
             self.profilers, self.requests = {}, 0
             self.timer = time.thread_time if clock == "cpu" else time.perf_counter
 
-    def begin(self):
+    def profiler(self):
+        """This thread's profiler while profiling is on (a request is starting), else None."""
         if not self.active:
-            return
+            return None
         ident = threading.get_ident()
         with self.lock:
             prof = self.profilers.get(ident)
             if prof is None:
                 prof = self.profilers[ident] = cProfile.Profile(self.timer)
             self.requests += 1
-        cherrypy.serving.request._bench_prof = prof
-        prof.enable()
-
-    def end(self):
-        prof = getattr(cherrypy.serving.request, "_bench_prof", None)
-        if prof is not None:
-            prof.disable()
+        return prof
 
     def _stats(self):
         with self.lock:
@@ -163,16 +194,16 @@ class Profiling:
             return "no profile recorded\n"
         out = io.StringIO()
         stats.stream = out
-        print(f"{self.requests} requests profiled", file=out)
+        print(f"{self.requests} requests profiled (whole requests: read, parse, app, write, close)", file=out)
         stats.sort_stats("tottime").print_stats(top)
         stats.sort_stats("cumulative").print_stats(top)
         return out.getvalue()
 
     def summary(self, top=12):
-        """Per request: the top functions by own time, and the session layer's steps (µs)."""
+        """Per request: the top functions by own time, the session layer's steps and the budget (µs)."""
         stats = self._stats()
         if stats is None or not self.requests:
-            return {"requests": 0, "own": [], "steps": []}
+            return {"requests": 0, "own": [], "steps": [], "packages": [], "budget": {}}
         n = self.requests
         rows = []
         for (path, line, func), (_cc, calls, own, cum, _callers) in stats.stats.items():
@@ -192,8 +223,61 @@ class Profiling:
                   "(credentials)", "(api)", "(_unpack)", "(secure_headers)")
         steps = sorted((r for r in rows if any(w in r["function"] for w in wanted)),
                        key=lambda r: r["cum_us"], reverse=True)
-        return {"requests": n, "own": own, "steps": steps,
+        return {"requests": n, "own": own, "steps": steps, "budget": budget(stats, n),
                 "packages": sorted(packages.values(), key=lambda r: r["own_us"], reverse=True)}
+
+
+# Where a request's CPU goes, by the function each part starts in: (file ending, function name).
+# Each part is the cumulative time of its entry points, less the parts nested inside it, so
+# no time counts twice; "server" is everything else (cheroot's I/O, CherryPy's own steps).
+BUDGET = {
+    "parse": [("cheroot/server.py", "parse_request"), ("cherrypy/_cprequest.py", "process_headers"),
+              ("web/request.py", "process_headers"), ("cherrypy/_cprequest.py", "process_query_string")],
+    "tools": [("cherrypy/_cprequest.py", "get_resource"), ("cherrypy/_cprequest.py", "namespaces"),
+              ("cherrypy/_cprequest.py", "run_hooks")],
+    "session": [("web/tools.py", "resolve_session")],
+    "handler": [("bench/serve.py", "bare"), ("bench/serve.py", "signed"), ("bench/serve.py", "__call__")],
+    "render": [("cherrypy/lib/encoding.py", "__call__"), ("cherrypy/_cprequest.py", "collapse_body")],
+    "headers": [("web/tools.py", "secure_headers"), ("cherrypy/_cprequest.py", "finalize"),
+                ("cheroot/server.py", "send_headers")],
+    "log": [("ops/logs.py", "assign_request_id"), ("ops/logs.py", "start_timer"), ("ops/logs.py", "log_request")],
+    "metrics": [("ops/metrics.py", "_start"), ("ops/metrics.py", "_end")],
+}
+_ROOT_CALL = ("cheroot/server.py", "communicate")
+
+
+def budget(stats, requests):
+    """Profiled CPU µs per request by part (``BUDGET``), each part's nested parts taken out.
+
+    ``tools`` is CherryPy's dispatch, config and hook running less the named
+    tools inside; ``render`` is the encode tool less the handler it wraps;
+    ``headers`` the security headers, CherryPy's header encoding and cheroot's write of them.
+    """
+    def cum(entries):
+        total = 0.0
+        for (path, _line, func), (_cc, _nc, _own, cumulative, _callers) in stats.stats.items():
+            if any(path.endswith(f) and func == name for f, name in entries):
+                total += cumulative
+        return total / requests * 1e6
+
+    raw = {part: cum(entries) for part, entries in BUDGET.items()}
+    whole = cum([_ROOT_CALL])
+    out = dict(raw)
+    # Nesting: hooks run the named tools; the encode tool runs the handler; finalize runs in
+    # CherryPy's respond, outside the hooks; the log and metrics end hooks run in run_hooks too.
+    out["tools"] = raw["tools"] - sum(raw[p] for p in ("session", "log", "metrics", "handler", "render")) \
+        - raw_secure(stats, requests)
+    out["render"] = raw["render"] - raw["handler"]
+    out["server"] = whole - sum(v for k, v in out.items())
+    return {k: round(v, 1) for k, v in out.items()} | {"total": round(whole, 1)}
+
+
+def raw_secure(stats, requests):
+    """µs of the secure_headers tool (a hook: counted in ``headers``, taken out of ``tools``)."""
+    for (path, _line, func), (_cc, _nc, _own, cumulative, _callers) in stats.stats.items():
+        if path.endswith("web/tools.py") and func == "secure_headers":
+            return cumulative / requests * 1e6
+    return 0.0
 
 
 def _package(function):
@@ -211,8 +295,6 @@ def _package(function):
 
 
 PROFILING = Profiling()
-cherrypy.tools.bench_profile_begin = cherrypy.Tool("on_start_resource", PROFILING.begin, priority=1)
-cherrypy.tools.bench_profile_end = cherrypy.Tool("on_end_resource", PROFILING.end, priority=99)
 
 
 class BenchPages:
@@ -306,11 +388,12 @@ class BenchPages:
         return {"enabled": COUNTING, **COUNTER.snapshot()}
 
     @cherrypy.expose
-    def profile(self, action="", fmt="text", clock="cpu"):
+    def profile(self, action="", fmt="text", clock="cpu", top="30"):
         if cherrypy.serving.request.method == "POST":
             if action not in ("start", "stop"):
                 raise cherrypy.HTTPError(400, "action is start or stop")
             if action == "start":
+                PROFILING.install(cherrypy.server.httpserver)
                 PROFILING.reset(clock)
             PROFILING.active = action == "start"
             return action
@@ -318,25 +401,21 @@ class BenchPages:
             cherrypy.serving.response.headers["Content-Type"] = "application/json"
             return json.dumps(PROFILING.summary()).encode()
         cherrypy.serving.response.headers["Content-Type"] = "text/plain"
-        return PROFILING.report()
+        return PROFILING.report(max(1, min(int(top), 500)))
 
 
 def bench_config(services):
     """The app's own per-request tools on every bench page; the session tools differ per page."""
     base = dict(web.app_config(services)["/"])
-    base.update({"tools.socialos_session.on": False,
-                 "tools.request_log.on": False,
-                 "tools.bench_profile_begin.on": True,
-                 "tools.bench_profile_end.on": True})
-    internal = {"tools.csrf.on": False, "tools.bench_profile_begin.on": False,
-                "tools.bench_profile_end.on": False}
+    base.update({"tools.socialos_session.on": False})
+    internal = {"tools.csrf.on": False}
     ram = {"tools.sessions.on": True}
     signed = {"tools.socialos_session.on": True, "tools.socialos_session.required": True}
     return {
         "/": base,
         "/signed": signed,
         "/upstream": signed,
-        "/cached": {**signed, "tools.bench_profile_begin.on": False, "tools.bench_profile_end.on": False},
+        "/cached": signed,
         "/cache": internal,
         "/stats": internal,
         "/ram": ram,
@@ -346,13 +425,34 @@ def bench_config(services):
     }
 
 
+class FloorPage:
+    """``/_floor``: the bench's tiny answer with nothing of the app in front of it."""
+
+    exposed = True
+
+    def __call__(self):
+        return b"ok -"  # bytes: with tools.encode off, CherryPy sends what the handler returns
+
+
+def floor_config(services):
+    """Every tool off: the app's, the bench's, and the ones CherryPy or the app switch on server-wide."""
+    switches = {key for key in cherrypy.config if key.startswith("tools.") and key.endswith(".on")}
+    switches |= {key for key in web.app_config(services)["/"] if key.startswith("tools.") and key.endswith(".on")}
+    switches |= {f"tools.{name}.on" for name in ("encode", "trailing_slash", "log_tracebacks", "log_headers")}
+    return {"/": dict.fromkeys(sorted(switches), False)}
+
+
 _app_mount = web.mount
 
 
 def mount_with_bench(settings):
     """``socialos_app.web.app.mount`` as the entry point calls it, then the bench pages beside the app."""
     services = _app_mount(settings)
-    cherrypy.tree.mount(BenchPages(services), "/_bench", config=bench_config(services))
+    app = cherrypy.tree.apps[""]
+    bench = cherrypy.tree.mount(BenchPages(services), "/_bench", config=bench_config(services))
+    # The app's request and response classes and its log, as the app's own pages have them.
+    bench.request_class, bench.response_class, bench.log = app.request_class, app.response_class, app.log
+    cherrypy.tree.mount(FloorPage(), "/_floor", config=floor_config(services))
     return services
 
 

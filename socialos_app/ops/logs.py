@@ -51,12 +51,13 @@ from types import TracebackType
 from typing import Any
 
 import cherrypy
+from cherrypy import _cplogging
 
 from socialos_app.settings import Settings, secret_literals
 
 __all__ = ["setup", "log", "security_event", "log_request", "assign_request_id", "scrub", "cap", "escape",
            "ScrubFilter", "RateLimitFilter", "TextFormatter", "JsonFormatter", "REQUEST_ID", "trouble",
-           "recovered", "troubled", "database_words", "on_security_event"]
+           "recovered", "troubled", "database_words", "on_security_event", "replace_access_line"]
 
 log = logging.getLogger("socialos")
 request_log = logging.getLogger("socialos.request")
@@ -124,17 +125,32 @@ def _token_like(match: re.Match[str]) -> str:
 
 
 def scrub(text: str, literals: Iterable[str] = ()) -> str:
-    """``text`` with every secret-looking part replaced by ``[scrubbed]`` (linear time)."""
+    """``text`` with every secret-looking part replaced by ``[scrubbed]`` (linear time).
+
+    A pattern is skipped where a plain substring test shows it can't match
+    (a header line or pair needs a ``:`` or ``=``, a URL password ``://``,
+    a run 32 characters): most text logged per request is short and has none.
+    """
     if not text:
         return text
     for literal in literals:
         if literal in text:
             text = text.replace(literal, MASK)
-    text = _HEADER_LINE.sub(lambda m: m.group(1) + MASK, text)
-    text = _PAIR.sub(lambda m: m.group(1) + MASK, text)
-    text = _URL_PASSWORD.sub(lambda m: m.group(1) + "****@", text)
+    colon = ":" in text
+    if colon:
+        text = _HEADER_LINE.sub(_keep_name, text)
+    if colon or "=" in text:
+        text = _PAIR.sub(_keep_name, text)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: m.group(1) + "****@", text)
+    if len(text) < 32:
+        return text
     text = _HEX_RUN.sub(MASK, text)
     return _URLSAFE_RUN.sub(_token_like, text)
+
+
+def _keep_name(match: re.Match[str]) -> str:
+    return match.group(1) + MASK
 
 
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators: anything
@@ -191,10 +207,12 @@ class ScrubFilter(logging.Filter):
     message, in ``record.traceback``.
     """
 
-    def __init__(self, literals: Iterable[str] = (), keep_tracebacks: bool = False) -> None:
+    def __init__(self, literals: Iterable[str] = (), keep_tracebacks: bool = False, fields: bool = True) -> None:
         super().__init__()
         self.literals = tuple(sorted({s for s in literals if s and len(s) >= 8}, key=len, reverse=True))
         self.keep_tracebacks = keep_tracebacks
+        # The text format writes no fields (their values are in the message): scrubbing them is for JSON.
+        self.fields = fields
 
     def filter(self, record: logging.LogRecord) -> bool:
         literals = self.literals
@@ -226,7 +244,7 @@ class ScrubFilter(logging.Filter):
         record.msg, record.args = scrub(text, literals), None
         record.traceback = traceback
         record.exc_info, record.exc_text, record.stack_info = None, None, None
-        fields = getattr(record, "fields", None)
+        fields = getattr(record, "fields", None) if self.fields else None
         if fields:
             record.fields = {k: scrub(cap(v, MAX_FIELD, literals), literals) if isinstance(v, str) else v
                              for k, v in fields.items()}
@@ -269,9 +287,17 @@ class RateLimitFilter(logging.Filter):
         return True
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text: one strftime per second
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    when = datetime.fromtimestamp(record.created, UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z"
+    global _second
+    second, text = _second  # one read: another thread may replace it meanwhile
+    if second != int(record.created):
+        second = int(record.created)
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second = (second, text)
+    return f"{text}{int(record.msecs):03d}Z"
 
 
 class TextFormatter(logging.Formatter):
@@ -323,7 +349,8 @@ def setup(level: str = "INFO", fmt: str = "text", settings: Any = None) -> loggi
     """
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    handler.addFilter(ScrubFilter(_secret_literals(settings), keep_tracebacks=(level == "DEBUG")))
+    handler.addFilter(ScrubFilter(_secret_literals(settings), keep_tracebacks=(level == "DEBUG"),
+                                  fields=(fmt == "json")))
     handler.addFilter(RateLimitFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -348,6 +375,18 @@ def setup(level: str = "INFO", fmt: str = "text", settings: Any = None) -> loggi
             log.error("uncaught error in thread %s", getattr(args.thread, "name", "?"), exc_info=exc_info)
     threading.excepthook = thread_errors
     return handler
+
+
+class _AppLog(_cplogging.LogManager):
+    """CherryPy's log of one application, less its access line: ``log_request`` writes the app's own."""
+
+    def access(self) -> None:
+        """Nothing: CherryPy formats an Apache-style line here on every request, for no handler."""
+
+
+def replace_access_line(app: Any) -> None:
+    """Have ``app`` (a mounted ``cherrypy.Application``) skip CherryPy's access line; its errors log as before."""
+    app.log = _AppLog(id(app), cherrypy.log.logger_root)
 
 
 # -- trouble and recovery -------------------------------------------------------------

@@ -514,8 +514,24 @@ def _end() -> None:
     if status == "404" and (route.endswith("/*") or request.path_info.endswith("/") and route != "/"):
         route = UNMATCHED  # the page refused the extra segments or the slash: not one of its addresses
     method = request.method if request.method in METHODS else "other"
-    _requests.labels(route, method, status).inc()
-    _request_seconds.labels(route, method).observe(seconds)
+    counter, histogram = _request_children(route, method, status)
+    counter.inc()
+    histogram.observe(seconds)
+
+
+_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+_MAX_CHILDREN = 4096  # routes x methods x statuses: bounded by the app's handlers, a cap all the same
+
+
+def _request_children(route: str, method: str, status: str) -> tuple[Any, Any]:
+    """The request counter's and the latency histogram's series for these labels, looked up once."""
+    key = (route, method, status)
+    pair = _children.get(key)
+    if pair is None:
+        pair = (_requests.labels(route, method, status), _request_seconds.labels(route, method))
+        if len(_children) < _MAX_CHILDREN:
+            _children[key] = pair
+    return pair
 
 
 class RequestMetricsTool(cherrypy.Tool):

@@ -23,7 +23,7 @@ from socialos_app.accounts.activity import Activity
 from socialos_app.accounts.throttle import LoginThrottle
 from socialos_app.crypto import Keyring
 from socialos_app.db.connection import connect
-from socialos_app.ops import metrics
+from socialos_app.ops import logs, metrics
 from socialos_app.ops.health import Health
 from socialos_app.presence.connections import LiveConnections
 from socialos_app.presence.members import MemberDirectory
@@ -229,6 +229,7 @@ def mount(settings: Settings) -> Services:
         metrics.set_live_sessions(lambda: services.engine.stats())
     app = cherrypy.tree.mount(root, "/", config=app_config(services))
     app.request_class, app.response_class = request_class(settings.trusted_proxy), Response
+    logs.replace_access_line(app)  # the request log line is the app's own (tools.request_log)
     # cheroot's own short answers (413, 400 on a malformed request) with the security headers too.
     cherrypy.config.update({"server.instance": f"{HTTPServer.__module__}.{HTTPServer.__qualname__}"})
     # Any page for signed-in people that answers GET, read from the tree as mounted: no list to keep.

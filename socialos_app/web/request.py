@@ -26,11 +26,13 @@ from cheroot import errors as cheroot_errors
 from cheroot.server import HTTPConnection
 from cherrypy import _cprequest
 from cherrypy._cpwsgi_server import CPWSGIHTTPRequest, CPWSGIServer
+from cherrypy.lib import httputil
 
 from socialos_app.addresses import TrustedProxies, client_address
 from socialos_app.web.errorpages import error_page, unexpected_error
 
-__all__ = ["ERROR_HEADERS", "HTTPServer", "Request", "Response", "parse_cookies", "read_body", "request_class"]
+__all__ = ["ERROR_HEADERS", "HTTPServer", "Request", "Response", "ResponseHeaders", "parse_cookies", "read_body",
+           "request_class"]
 
 # The headers of an answer no tool has seen: a strict policy (error pages load our stylesheet at most).
 ERROR_HEADERS: dict[str, str] = {
@@ -137,12 +139,54 @@ def read_body(limit: int) -> bytes:
     return body
 
 
+class ResponseHeaders(httputil.HeaderMap):
+    """CherryPy's response header map, writing header names and the values every answer
+    shares (``constant``: the security headers, the server name) from bytes encoded once.
+
+    The bytes are CherryPy's own encoding of each (``encode_header_item``),
+    so the answer on the wire is the same; any other value is encoded per answer as CherryPy does.
+    """
+
+    _encoded: ClassVar[dict[str, bytes]] = {}
+    _MAX_KNOWN = 512  # names are the app's own; values only ever ``constant`` ones: a bound all the same
+
+    @classmethod
+    def constant(cls, *values: str) -> None:
+        """Encode ``values`` once: answers that carry them write these bytes."""
+        for value in values:
+            if len(cls._encoded) < cls._MAX_KNOWN:
+                cls._encoded[value] = cls.encode_header_item(value)
+
+    def output(self) -> list[tuple[bytes, bytes]]:
+        """The headers as (name, value) bytes for the wire, as CherryPy's ``output``."""
+        known, out = self._encoded, []
+        for name, value in self.items():
+            encoded_name = known.get(name)
+            if encoded_name is None:
+                encoded_name = self.encode_header_item(name)
+                if len(known) < self._MAX_KNOWN:
+                    known[name] = encoded_name  # a header name: set by code, never taken from a request
+            encoded = known.get(value) if isinstance(value, str) else None
+            if encoded is None:
+                encoded = self.encode_header_item(value if isinstance(value, (str, bytes)) else str(value))
+            out.append((encoded_name, encoded))
+        return out
+
+
+ResponseHeaders.constant("socialos-app", "text/html;charset=utf-8", *ERROR_HEADERS.values())
+
+
 class Response(_cprequest.Response):
-    """CherryPy's response without the server banner."""
+    """CherryPy's response without the server banner; its headers a ``ResponseHeaders``."""
+
+    headers: httputil.HeaderMap  # set by CherryPy's __init__, replaced in ours
 
     def __init__(self) -> None:
         super().__init__()
-        self.headers["Server"] = "socialos-app"
+        headers = ResponseHeaders()
+        dict.update(headers, self.headers)  # CherryPy's defaults (Content-Type, Date), names already Title-Case
+        dict.__setitem__(headers, "Server", "socialos-app")
+        self.headers = headers
 
 
 # -- cheroot's own answers ---------------------------------------------------------------------

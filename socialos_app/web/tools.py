@@ -11,7 +11,7 @@ them off or tune them in their ``_cp_config``.
 import re
 import secrets
 from collections.abc import Callable
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -24,9 +24,11 @@ from socialos_app.storage import StoreUnavailable
 from socialos_app.upstream.errors import Unauthorized, UpstreamError, UpstreamUnavailable, explain
 from socialos_app.upstream.socialos import SERVICE as SOCIALOS_API
 from socialos_app.upstream.socialos import Client, SocialOS
+from socialos_app.web.request import ResponseHeaders
 
 __all__ = ["DB_DOWN", "SignedIn", "admin_only", "check_csrf", "expire_cookie", "head_as_get", "known_paths",
-           "login_url", "relative_location", "resolve_session", "secure_headers", "set_cookie", "translate_errors"]
+           "login_url", "relative_location", "resolve_session", "secure_headers", "security_headers", "set_cookie",
+           "translate_errors"]
 
 DB_DOWN = "The session database is not answering right now. Please try again in a few seconds."
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -265,18 +267,24 @@ def secure_headers(csp: str, no_store: bool = True) -> None:
     pages, and redirects that never name a host taken from the request."""
     request, response = cherrypy.serving.request, cherrypy.serving.response
     headers = response.headers
-    headers["Content-Security-Policy"] = csp
-    headers["X-Content-Type-Options"] = "nosniff"
-    headers["X-Frame-Options"] = "DENY"
-    headers["Referrer-Policy"] = "same-origin"
-    headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    if no_store:
-        # The back button after sign-out must not show a signed-in page from cache.
-        headers["Cache-Control"] = "no-store"
-        headers["Pragma"] = "no-cache"
+    # Names already in the header map's Title-Case: stored as they are, no transform per name.
+    dict.update(headers, security_headers(csp, no_store))
     location = headers.get("Location")
     if location:
         headers["Location"] = relative_location(location, request.base)
+
+
+@lru_cache(maxsize=8)  # one set per CSP and caching mode: a handful per app
+def security_headers(csp: str, no_store: bool = True) -> tuple[tuple[str, str], ...]:
+    """The security headers of an answer, made once per ``csp`` and ``no_store``; their bytes too
+    (``ResponseHeaders.constant``), so no answer encodes them again."""
+    pairs = [("Content-Security-Policy", csp), ("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
+             ("Referrer-Policy", "same-origin"), ("Cross-Origin-Opener-Policy", "same-origin")]
+    if no_store:
+        # The back button after sign-out must not show a signed-in page from cache.
+        pairs += [("Cache-Control", "no-store"), ("Pragma", "no-cache")]
+    ResponseHeaders.constant(*(value for _name, value in pairs))
+    return tuple(pairs)
 
 
 def relative_location(location: str, base: str) -> str:
