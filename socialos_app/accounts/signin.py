@@ -11,12 +11,14 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from socialos_app.accounts.activity import Activity, family_of, session_ref
+from socialos_app.accounts.revocations import Revocations
 from socialos_app.accounts.throttle import LoginThrottle
 from socialos_app.accounts.useragent import describe
 from socialos_app.ops import metrics
@@ -39,13 +41,16 @@ USERNAME = re.compile(r"[\w.@+-]{1,128}")
 # Revoking other devices' upstream keys: the page waits at most this long,
 # then the rest finish in the background (keys also expire by their TTL).
 REVOKE_WAIT = 2.0
-_revokers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="revoke")
+# Revocations wait in a queue per user, served in turn, at most this many per user at once:
+# one user's thousand ended sessions can't hold up another user's sign-out (the rest lapse by TTL).
+REVOKE_PER_USER = 100
+_revokers = Revocations(threads=4, per_user=REVOKE_PER_USER)
 
 
 def stop() -> None:
     """At engine stop: drop revocations not yet started (their keys lapse by TTL) so
     the process exits at once."""
-    _revokers.shutdown(wait=False, cancel_futures=True)
+    _revokers.stop()
 
 
 class Live(Protocol):
@@ -149,6 +154,11 @@ def _history(services: Services, write: Callable[[Activity], None]) -> None:
         write(services.activity)
     except StoreUnavailable:
         log.warning("a security history line was not written: the database is not answering")
+
+
+def _history_lines(services: Services, lines: list[dict[str, Any]]) -> None:
+    """Several history lines in one write, as ``_history`` writes one."""
+    _history(services, lambda history: history.record_many(lines))
 
 
 def _ended_lines(ended: Iterable[SessionRecord], by: str) -> list[dict[str, Any]]:
@@ -299,8 +309,12 @@ def confirm(services: Services, signed_in: SignedIn, password: object, *, user_a
     return rotated
 
 
-def _revoke(services: Services, username: str, key_password: str, key_tokens: Iterable[str]) -> None:
-    """Revoke upstream keys with the caller's own key; wait at most ``REVOKE_WAIT``."""
+def _revoke(services: Services, username: str, key_password: str, key_tokens: Iterable[str],
+            lapsed: int = 0) -> None:
+    """Revoke upstream keys with the caller's own key; wait at most ``REVOKE_WAIT``.
+
+    Queued per user (``REVOKE_PER_USER`` at most waiting): keys beyond it, and ``lapsed`` more
+    the caller left out already, are not revoked but lapse by their TTL, logged in one line."""
     def one(key_token: str) -> None:
         try:
             services.socialos.revoke_key(username, key_token, key_password)
@@ -308,9 +322,12 @@ def _revoke(services: Services, username: str, key_password: str, key_tokens: It
             log.warning("an ended device's upstream key was not revoked (%s); it expires by its TTL",
                         type(exc).__name__)
     try:
-        futures: list[Future[None]] = [_revokers.submit(one, t) for t in key_tokens if t]
+        futures, left_out = _revokers.submit(username, (partial(one, t) for t in key_tokens if t), lapsed)
     except RuntimeError:  # the server is stopping: the keys lapse by their TTL
         return
+    if left_out + lapsed:
+        log.warning("%d upstream keys of user=%s not revoked: at most %d wait per user at once; "
+                    "they lapse by their TTL", left_out + lapsed, username, REVOKE_PER_USER)
     if futures:
         wait(futures, timeout=REVOKE_WAIT)
 
@@ -334,19 +351,29 @@ def end_devices(services: Services, signed_in: SignedIn, handle: str | None = No
     Their upstream keys are revoked with this session's key, within a bounded
     wait: a slow upstream never holds the page.
     """
-    ended = services.engine.end_sessions(signed_in.username, keep_id=signed_in.record.id, handle=handle)
-    key_tokens = [key_token for _record, key_token in ended if key_token is not None]
-    if ended:
-        connections_end(services, signed_in.username)
-        security_event("devices_signed_out", user=signed_in.username, count=len(ended),
-                       which="one" if handle else "all_others")
-        lines = _ended_lines([record for record, _key in ended], "you" if handle else "others")
-        _history(services, lambda history: history.record_many(lines))
-    if key_tokens:
+    count = lapsed = 0
+    key_tokens: list[str] = []
+    # In bounded steps, however many there are: each step's sessions are ended, then written to
+    # the history; keys past what the revocation queue takes are only counted (they lapse by TTL).
+    # A step failing (the database) leaves the steps before it done: those are still told of.
+    try:
+        for ended in services.engine.end_batches(signed_in.username, keep_id=signed_in.record.id, handle=handle):
+            count += len(ended)
+            keys = [key for _record, key in ended if key is not None]
+            room = REVOKE_PER_USER - len(key_tokens)
+            key_tokens += keys[:room]
+            lapsed += len(keys[room:])
+            lines = _ended_lines([record for record, _key in ended], "you" if handle else "others")
+            _history_lines(services, lines)
+    finally:
+        if count:
+            connections_end(services, signed_in.username)
+            security_event("devices_signed_out", user=signed_in.username, count=count,
+                           which="one" if handle else "all_others")
         credentials = signed_in.credentials
-        if credentials is not None:
-            _revoke(services, signed_in.username, credentials.password, key_tokens)
-    return len(ended)
+        if key_tokens and credentials is not None:
+            _revoke(services, signed_in.username, credentials.password, key_tokens, lapsed=lapsed)
+    return count
 
 
 def end_user(services: Services, username: str, by: str = "") -> int:
@@ -355,9 +382,14 @@ def end_user(services: Services, username: str, by: str = "") -> int:
     Their upstream keys can't be revoked from here (no key of theirs is at
     hand); they lapse by their TTL, and no session of ours uses them.
     """
-    ended = [record for record, _key in services.engine.end_sessions(username)]
-    if ended:
-        connections_end(services, username)
-        _history(services, lambda history: history.record_many(_ended_lines(ended, "admin")))
-    security_event("user_signed_out_by_admin", user=username, admin=by, count=len(ended))
-    return len(ended)
+    count = 0
+    try:
+        for ended in services.engine.end_batches(username):  # bounded steps, as ``end_devices``
+            count += len(ended)
+            lines = _ended_lines([record for record, _key in ended], "admin")
+            _history_lines(services, lines)
+    finally:
+        if count:
+            connections_end(services, username)
+        security_event("user_signed_out_by_admin", user=username, admin=by, count=count)
+    return count

@@ -10,14 +10,15 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 import mongoengine as me
+from bson.errors import InvalidBSON
 from pymongo import MongoClient
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import DocumentTooLarge, PyMongoError
 
 from socialos_app.settings import Settings
 from socialos_app.storage import StoreUnavailable
 
-__all__ = ["ALIAS", "connect", "disconnect", "database", "guarded"]
+__all__ = ["ALIAS", "DRIVER_ERRORS", "connect", "disconnect", "database", "guarded"]
 
 ALIAS = "sessions"  # the mongoengine alias every document and store uses
 
@@ -59,8 +60,16 @@ def database() -> Database[dict[str, Any]]:
     return db
 
 
+# What a database operation can raise that is the database's (or the driver's) trouble, not a
+# bug of ours: pymongo's own errors; ``DocumentTooLarge`` (a command over the server's size
+# limit: a subclass of bson's ``InvalidDocument``, not of ``PyMongoError``); an answer the driver
+# can't decode; and mongoengine's wrappers of driver errors (``OperationError``, with its
+# ``NotUniqueError`` and ``BulkWriteError``).
+DRIVER_ERRORS: tuple[type[Exception], ...] = (PyMongoError, DocumentTooLarge, InvalidBSON, me.errors.OperationError)
+
+
 def guarded(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run one database operation; any driver error becomes ``StoreUnavailable``.
+    """Run one database operation; any driver error (``DRIVER_ERRORS``) becomes ``StoreUnavailable``.
 
     mongoengine re-raises some driver errors as its own ``OperationError``
     (``NotUniqueError`` for a duplicate key): callers that expect a duplicate
@@ -68,5 +77,5 @@ def guarded(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """
     try:
         return fn(*args, **kwargs)
-    except (PyMongoError, me.errors.OperationError) as exc:
+    except DRIVER_ERRORS as exc:
         raise StoreUnavailable(type(exc).__name__) from exc

@@ -48,7 +48,7 @@ import json
 import secrets
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -56,7 +56,7 @@ from socialos_app.crypto import Keyring, ServerKey, looks_like_token, new_token,
 from socialos_app.ops import logs, metrics
 from socialos_app.sessions.cache import SessionCache
 from socialos_app.sessions.stats import Counts, LiveCounts
-from socialos_app.sessions.store import RecordExists, SessionRecord, SessionStats, SessionStore
+from socialos_app.sessions.store import TAKE_BATCH, RecordExists, SessionRecord, SessionStats, SessionStore
 from socialos_app.sessions.touches import TouchWriter
 from socialos_app.storage import StoreUnavailable, utcnow
 
@@ -346,15 +346,22 @@ class SessionEngine:
                      handle: str | None = None) -> list[tuple[SessionRecord, str | None]]:
         """``end_devices``, telling each record ended with its upstream key token
         (None when there is none to revoke): the security history names them."""
-        taken = self.store.take(username, handle=handle, keep_id=keep_id)
-        ended: list[tuple[SessionRecord, str | None]] = []
-        for record in taken:
-            self._forget(record.id)
-            key_token = None
-            if record.key_ref and self._authentic_any(record):
-                key_token = self.keyring.open_ref(record.id, record.key_ref)
-            ended.append((record, key_token))
-        return ended
+        return [ended for batch in self.end_batches(username, keep_id, handle) for ended in batch]
+
+    def end_batches(self, username: str, keep_id: str | None = None, handle: str | None = None,
+                    batch: int = TAKE_BATCH) -> Iterator[list[tuple[SessionRecord, str | None]]]:
+        """``end_sessions`` in bounded steps (``SessionStore.take_batches``): each step's sessions
+        are ended when it is yielded, so a caller can write and revoke as it goes and any number
+        of sessions ends in steps that each fit the database's deadline. Iterate to the end."""
+        for taken in self.store.take_batches(username, handle=handle, keep_id=keep_id, batch=batch):
+            ended: list[tuple[SessionRecord, str | None]] = []
+            for record in taken:
+                self._forget(record.id)
+                key_token = None
+                if record.key_ref and self._authentic_any(record):
+                    key_token = self.keyring.open_ref(record.id, record.key_ref)
+                ended.append((record, key_token))
+            yield ended
 
     # -- notices on a user's sessions ---------------------------------------------------
     def set_notice(self, username: str, notice: str, keep_id: str | None = None) -> int:

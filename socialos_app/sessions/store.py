@@ -8,14 +8,18 @@ runs one suite of tests against every backend (MongoDB and in-memory).
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, Self, TypedDict
 
 from socialos_app.settings import Settings
 
-__all__ = ["ChangeListener", "RecordExists", "SessionRecord", "SessionStats", "SessionStore"]
+__all__ = ["ChangeListener", "RecordExists", "SessionRecord", "SessionStats", "SessionStore", "TAKE_BATCH"]
+
+# The most records one step of ending a user's sessions reads and deletes (``take_batches``):
+# its id list stays far below the 16 MB command limit and its round trip under the deadline.
+TAKE_BATCH = 1000
 
 
 class RecordExists(Exception):
@@ -126,7 +130,20 @@ class SessionStore(ABC):
     def take(self, username: str, handle: str | None = None,
              keep_id: str | None = None) -> list[SessionRecord]:
         """Delete a user's records, durably (only the one with ``handle`` when
-        given; never ``keep_id``) and return the records deleted."""
+        given; never ``keep_id``) and return the records deleted.
+
+        Every one of them, however many: a backend works in bounded steps
+        (``take_batches``), never one unbounded query or id list."""
+
+    def take_batches(self, username: str, handle: str | None = None, keep_id: str | None = None,
+                     batch: int = TAKE_BATCH) -> Iterator[list[SessionRecord]]:
+        """``take`` in steps: each step deletes at most ``batch`` (at most ``TAKE_BATCH``) of the
+        records, durably, then yields them, until none is left. Each step is its own bounded
+        round trip under the database's deadline; a caller that stops iterating leaves the rest.
+        (This default takes them all in one step; a backend that can overrides it.)"""
+        taken = self.take(username, handle, keep_id)
+        if taken:
+            yield taken
 
     @abstractmethod
     def list_user(self, username: str, accessed_after: datetime | None = None,

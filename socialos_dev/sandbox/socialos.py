@@ -17,6 +17,7 @@ Sandbox-only routes, for tests:
 
     POST /_sandbox/expire-keys  {"username": "demo"}  expire all that user's keys now
     GET  /_sandbox/keys         {"active": N}         live (not revoked, not expired) keys
+                                                      (?username=NAME: that user's alone)
 
 Users: demo/demo, admin/admin (an admin), alice, bob, carol, dave, ada,
 grace, linus (the password is the username). A key's TTL is idle time:
@@ -138,10 +139,11 @@ class KeyStore:
                 key["expires"] = now
         return len(keys)
 
-    def active(self):
+    def active(self, username=None):
         now = time.time()
         with self._lock:
-            return sum(1 for k in self._keys.values() if self._live(k, now))
+            return sum(1 for k in self._keys.values()
+                       if self._live(k, now) and (username is None or k["username"] == username))
 
 
 class SocialOSHandler(JSONHandler):
@@ -193,7 +195,7 @@ class SocialOSHandler(JSONHandler):
             case ["_sandbox", "expire-keys"] if method == "POST":
                 return self.expire_keys(body)
             case ["_sandbox", "keys"] if method == "GET":
-                return self.send_json(200, {"active": self.server.keys.active()})
+                return self.send_json(200, {"active": self.server.keys.active(self.query.get("username"))})
         return self.not_found()
 
     # -- /api ------------------------------------------------------------------

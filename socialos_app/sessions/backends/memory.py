@@ -8,11 +8,12 @@ There is no change feed: nothing is cached in front of it (none is needed).
 """
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
+from itertools import islice
 
-from socialos_app.sessions.store import RecordExists, SessionRecord, SessionStats, SessionStore
+from socialos_app.sessions.store import TAKE_BATCH, RecordExists, SessionRecord, SessionStats, SessionStore
 
 __all__ = ["MemorySessionStore"]
 
@@ -62,12 +63,22 @@ class MemorySessionStore(SessionStore):
             return self._records.pop(record_id, None) is not None
 
     def take(self, username: str, handle: str | None = None, keep_id: str | None = None) -> list[SessionRecord]:
-        with self._lock:
-            gone = [r for r in self._records.values()
-                    if r.username == username and r.id != keep_id and (handle is None or r.handle == handle)]
-            for record in gone:
-                del self._records[record.id]
-        return gone
+        return [record for batch in self.take_batches(username, handle, keep_id) for record in batch]
+
+    def take_batches(self, username: str, handle: str | None = None, keep_id: str | None = None,
+                     batch: int = TAKE_BATCH) -> Iterator[list[SessionRecord]]:
+        # Steps as the MongoDB store takes them, so the lock is never held for a whole heavy user.
+        size = max(1, min(batch, TAKE_BATCH))
+        while True:
+            with self._lock:
+                gone = list(islice((r for r in self._records.values() if r.username == username
+                                    and r.id != keep_id and (handle is None or r.handle == handle)), size))
+                for record in gone:
+                    del self._records[record.id]
+            if gone:
+                yield gone
+            if len(gone) < size:
+                return
 
     def _live(self, username: str | None = None, accessed_after: datetime | None = None,
               expires_after: datetime | None = None) -> list[SessionRecord]:

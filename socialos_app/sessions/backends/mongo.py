@@ -20,7 +20,7 @@ carries revocations (deletes, replaces, changes of any field but
 import contextlib
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,10 +29,17 @@ from pymongo import ReadPreference, UpdateOne, WriteConcern
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
-from socialos_app.db.connection import guarded
+from socialos_app.db.connection import DRIVER_ERRORS, guarded
 from socialos_app.db.documents import SessionDocument, collection_of, create_indexes, objects
 from socialos_app.ops import logs
-from socialos_app.sessions.store import ChangeListener, RecordExists, SessionRecord, SessionStats, SessionStore
+from socialos_app.sessions.store import (
+    TAKE_BATCH,
+    ChangeListener,
+    RecordExists,
+    SessionRecord,
+    SessionStats,
+    SessionStore,
+)
 from socialos_app.storage import StoreUnavailable
 
 __all__ = ["MongoSessionStore", "REVOCATIONS", "document_from_record", "record_from_document"]
@@ -105,10 +112,11 @@ class MongoSessionStore(SessionStore):
             self.collection.insert_one(document_from_record(record))
         except DuplicateKeyError:
             raise RecordExists(record.id) from None
-        except PyMongoError as exc:
+        except DRIVER_ERRORS as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
 
     def load(self, ids: Sequence[str]) -> SessionRecord | None:
+        # ``ids``: one per honoured server key (``Keyring.record_ids``), a handful at most.
         query = {"_id": ids[0]} if len(ids) == 1 else {"_id": {"$in": list(ids)}}
         doc = guarded(self.collection.find_one, query)
         return record_from_document(doc) if doc else None
@@ -131,15 +139,28 @@ class MongoSessionStore(SessionStore):
         return guarded(self.collection.delete_one, {"_id": record_id}).deleted_count == 1
 
     def take(self, username: str, handle: str | None = None, keep_id: str | None = None) -> list[SessionRecord]:
+        return [record for batch in self.take_batches(username, handle, keep_id) for record in batch]
+
+    def take_batches(self, username: str, handle: str | None = None, keep_id: str | None = None,
+                     batch: int = TAKE_BATCH) -> Iterator[list[SessionRecord]]:
+        # Never one unbounded read or ``$in``: each round reads at most ``batch`` records and deletes
+        # exactly those, each call under the client's deadline, so any number of sessions ends in
+        # steps that each fit it. Every delete reaches the change feed as its own event.
         query = self._objects().filter(username=username)
         if handle is not None:
             query = query.filter(handle=handle)
         if keep_id is not None:
             query = query.filter(id__ne=keep_id)
-        found = [record_from_document(d) for d in guarded(list, query.as_pymongo())]
-        if found:
+        size = max(1, min(batch, TAKE_BATCH))
+        while True:
+            docs = guarded(list, query.clone().limit(size).as_pymongo())
+            if not docs:
+                return
+            found = [record_from_document(d) for d in docs]
             guarded(self._objects().filter(id__in=[r.id for r in found], username=username).delete)
-        return found
+            yield found
+            if len(docs) < size:
+                return
 
     def _live(self, accessed_after: datetime | None, expires_after: datetime | None) -> Any:
         query = self._objects()
