@@ -72,9 +72,10 @@ def history(db, app, username):
 
 @pytest.fixture(scope="module")
 def stale_app(db, sandbox):
-    """Sessions stay fresh for one second (the least SESSION_FRESH allows)."""
+    """Sessions stay fresh for four seconds: short to wait out, long enough for a confirmed
+    browser to reach its action on a loaded machine."""
     from support import App, app_env
-    server = App(app_env(db, sandbox, SESSION_FRESH="1")).start()
+    server = App(app_env(db, sandbox, SESSION_FRESH="4")).start()
     yield server
     server.stop()
 
