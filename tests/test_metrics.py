@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import requests
@@ -204,6 +205,16 @@ def test_sign_in_outcomes_are_counted(app):
     after = poll(app, lambda s: counts(s) == expected)
     assert counts(after) == expected
     assert username not in scrape(app)
+
+
+def test_every_security_event_the_code_logs_is_a_listed_kind():
+    package = Path(__file__).resolve().parent.parent / "socialos_app"
+    source = "\n".join(path.read_text() for path in package.rglob("*.py"))
+    logged = set(re.findall(r'security_event\(\s*"([a-z_]+)"', source))
+    # sign-in and "Confirm it's you" share one password check: f"{what}_failed" / f"{what}_throttled"
+    logged |= {f"{what}_{outcome}" for what in re.findall(r'_check_password\([^)]*"([a-z_]+)"\)', source)
+               for outcome in ("failed", "throttled")}
+    assert logged and logged <= set(SECURITY_EVENTS), logged - set(SECURITY_EVENTS)
 
 
 def test_security_events_are_counted_by_name(app):

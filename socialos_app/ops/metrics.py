@@ -79,6 +79,7 @@ _TRANSLATE = str.maketrans(string.punctuation, "_" * len(string.punctuation))  #
 LIVE_SESSIONS_TTL = 10.0  # seconds a session count is reused, so scrapes don't hammer the database
 # Every security event the app logs (grep "security_event("): a series each from the start.
 SECURITY_EVENTS = ("csrf_refused", "session_tampered", "sign_in_failed", "sign_in_throttled",
+                   "confirm_failed", "confirm_throttled", "identity_confirmed",
                    "devices_signed_out", "user_signed_out_by_admin", "webhook_refused", "channel_refused")
 # Upstream outcomes that are answers, not failures: the service is there and said no
 # (a wrong password is Unauthorized). Everything else counts as an upstream error.
