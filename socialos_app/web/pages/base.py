@@ -5,15 +5,21 @@ the next page looks the code up in ``NOTICES``, so a message is always one of
 ours, never text from the URL.
 """
 
+import json
 from typing import Any
 from urllib.parse import urlencode
 
+import cherrypy
+
 from socialos_app.accounts.useragent import describe
 from socialos_app.sessions import SessionRecord
+from socialos_app.upstream.pusher import Pusher, valid_socket_id
 from socialos_app.web.render import plural
+from socialos_app.web.services import Services
+from socialos_app.web.tools import SignedIn
 
-__all__ = ["MAX_QUERY", "NOTICES", "as_dict", "device_row", "notice_text", "page_number", "text", "url",
-           "with_notice"]
+__all__ = ["MAX_QUERY", "NOTICES", "as_dict", "device_row", "json_answer", "notice_text", "page_number",
+           "pusher_caller", "text", "url", "with_notice"]
 
 MAX_QUERY = 200
 
@@ -94,3 +100,29 @@ def device_row(record: SessionRecord, current_id: str) -> dict[str, Any]:
             "user_agent": record.user_agent, "address": record.address or "unknown address",
             "created": record.created, "accessed": record.accessed,
             "current": record.id == current_id}
+
+
+def json_answer(status: int, payload: object, retry_after: str | None = None) -> bytes:
+    """A JSON answer (for pusher-js, which reads these, not pages) with its status."""
+    response = cherrypy.serving.response
+    response.status = status
+    response.headers["Content-Type"] = "application/json"
+    if retry_after:
+        response.headers["Retry-After"] = retry_after
+    return json.dumps(payload).encode()
+
+
+def pusher_caller(services: Services, socket_id: object) -> tuple[SignedIn, Pusher] | bytes:
+    """What ``/pusher/auth`` and ``/pusher/user-auth`` check first: a POST, a live session,
+    Pusher configured, a well-formed socket id. The user and the client, or the JSON refusal."""
+    if cherrypy.serving.request.method != "POST":
+        cherrypy.serving.response.headers["Allow"] = "POST"
+        return json_answer(405, {"error": "POST only"})
+    user = cherrypy.serving.request.signed_in
+    if user is None:
+        return json_answer(403, {"error": "sign in first"})
+    if services.pusher is None:
+        return json_answer(503, {"error": "Pusher is not configured"})
+    if not isinstance(socket_id, str) or not valid_socket_id(socket_id):
+        return json_answer(400, {"error": "bad socket_id"})
+    return user, services.pusher

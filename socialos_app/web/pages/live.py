@@ -15,13 +15,12 @@ it: an open page must not keep its session from idling out.
 Both are mixed into ``presence.PusherEndpoints`` (``LiveEndpoints``).
 """
 
-import json
-
 import cherrypy
 
 from socialos_app.presence.connections import session_left
 from socialos_app.storage import StoreUnavailable
-from socialos_app.upstream.pusher import valid_socket_id, valid_user_id
+from socialos_app.upstream.pusher import valid_user_id
+from socialos_app.web.pages.base import json_answer, pusher_caller
 from socialos_app.web.services import Services
 from socialos_app.web.toolbox import config, expose
 
@@ -35,13 +34,6 @@ def check_every(idle_seconds: float) -> float:
     return max(5.0, min(CHECK_EVERY, idle_seconds / 4))
 
 
-def _answer(status: int, payload: object) -> bytes:
-    response = cherrypy.serving.response
-    response.status = status
-    response.headers["Content-Type"] = "application/json"
-    return json.dumps(payload).encode()
-
-
 class LiveEndpoints:
     """``/pusher/user-auth`` and ``/pusher/session`` (a mixin of ``PusherEndpoints``)."""
 
@@ -51,21 +43,14 @@ class LiveEndpoints:
     @config({"tools.socialos_session.required": False})  # a signed-out call gets 403 JSON, not a redirect
     def user_auth(self, socket_id: object = None, **_ignored: object) -> bytes:
         """Pusher user authentication for the session's user on this socket."""
-        if cherrypy.serving.request.method != "POST":
-            cherrypy.serving.response.headers["Allow"] = "POST"
-            return _answer(405, {"error": "POST only"})
-        user = cherrypy.serving.request.signed_in
-        if user is None:
-            return _answer(403, {"error": "sign in first"})
-        pusher = self.services.pusher
-        if pusher is None:
-            return _answer(503, {"error": "Pusher is not configured"})
-        if not isinstance(socket_id, str) or not valid_socket_id(socket_id):
-            return _answer(400, {"error": "bad socket_id"})
+        checked = pusher_caller(self.services, socket_id)
+        if isinstance(checked, bytes):
+            return checked
+        user, pusher = checked
         if not valid_user_id(user.username):
             # Outside Pusher's id alphabet: this user can't sign in to Pusher (presence still works).
-            return _answer(400, {"error": "this username can't be a Pusher user id"})
-        return _answer(200, pusher.authenticate_user(socket_id, user.username, {"name": user.name}))
+            return json_answer(400, {"error": "this username can't be a Pusher user id"})
+        return json_answer(200, pusher.authenticate_user(str(socket_id), user.username, {"name": user.name}))
 
     @expose
     @config({"tools.socialos_session.on": False})  # read below without touching the session
@@ -74,16 +59,16 @@ class LiveEndpoints:
         request = cherrypy.serving.request
         if request.method not in ("GET", "HEAD"):
             cherrypy.serving.response.headers["Allow"] = "GET"
-            return _answer(405, {"error": "GET only"})
+            return json_answer(405, {"error": "GET only"})
         morsel = request.cookie.get(self.services.cookie_name)
         try:
             left = session_left(self.services.engine, morsel.value if morsel is not None else None)
         except StoreUnavailable:
             # Not known to be over: the page asks again later.
-            return _answer(503, {"error": "the database is not answering; try again shortly"})
+            return json_answer(503, {"error": "the database is not answering; try again shortly"})
         if left is None:
-            return _answer(200, {"live": False})
+            return json_answer(200, {"live": False})
         _username, seconds = left
         every = check_every(self.services.engine.idle.total_seconds())
         # Just after it would expire if unused meanwhile, and never later than the bound.
-        return _answer(200, {"live": True, "check_in": round(min(every, seconds + 1.0), 1)})
+        return json_answer(200, {"live": True, "check_in": round(min(every, seconds + 1.0), 1)})

@@ -29,7 +29,6 @@ answered 200 and not applied again).
 """
 
 import hashlib
-import json
 import queue
 import threading
 import time
@@ -53,10 +52,10 @@ from socialos_app.upstream.pusher import (
     WebhookError,
     valid_presence_channel,
     valid_private_channel,
-    valid_socket_id,
 )
 from socialos_app.upstream.socialos import Client
 from socialos_app.web import assets
+from socialos_app.web.pages.base import json_answer, pusher_caller
 from socialos_app.web.pages.live import LiveEndpoints
 from socialos_app.web.render import render
 from socialos_app.web.request import read_body
@@ -140,15 +139,6 @@ def user_channel(username: str) -> str | None:
     """``private-user-{username}``: the user's own notices (None for a name a channel can't hold)."""
     channel = f"private-user-{username}"
     return channel if valid_private_channel(channel) else None
-
-
-def _json(status: int, payload: object, retry_after: str | None = None) -> bytes:
-    response = cherrypy.serving.response
-    response.status = status
-    response.headers["Content-Type"] = "application/json"
-    if retry_after:
-        response.headers["Retry-After"] = retry_after
-    return json.dumps(payload).encode()
 
 
 # -- live updates: where the browser gets pusher-js and which websocket it opens ---------------
@@ -397,19 +387,13 @@ class PusherEndpoints(LiveEndpoints):  # + /pusher/user-auth, /pusher/session
     @config({"tools.socialos_session.required": False})
     def auth(self, socket_id: object = None, channel_name: object = None, **_ignored: object) -> bytes:
         """Authorize the signed-in user into a presence- channel, or their own ``private-user-{username}``."""
-        if cherrypy.serving.request.method != "POST":
-            cherrypy.serving.response.headers["Allow"] = "POST"
-            return _json(405, {"error": "POST only"})
-        user = cherrypy.serving.request.signed_in
-        if user is None:
-            return _json(403, {"error": "sign in first"})
-        pusher = self.services.pusher
-        if pusher is None:
-            return _json(503, {"error": "Pusher is not configured"})
-        if not isinstance(socket_id, str) or not valid_socket_id(socket_id):
-            return _json(400, {"error": "bad socket_id"})
+        checked = pusher_caller(self.services, socket_id)
+        if isinstance(checked, bytes):
+            return checked
+        user, pusher = checked
+        socket_id = str(socket_id)
         if not isinstance(channel_name, str):
-            return _json(400, {"error": "bad channel_name"})
+            return json_answer(400, {"error": "bad channel_name"})
         try:
             if valid_presence_channel(channel_name):
                 self.services.members.remember(user.username, user.name)
@@ -419,15 +403,15 @@ class PusherEndpoints(LiveEndpoints):  # + /pusher/user-auth, /pusher/session
                 # Only the app's own private channels, each for the one it is meant for.
                 if channel_name != user_channel(user.username):
                     security_event("channel_refused", user=user.username, channel=channel_name[:164])
-                    return _json(403, {"error": "not a channel of yours"})
+                    return json_answer(403, {"error": "not a channel of yours"})
                 body = pusher.authorize(socket_id, channel_name)
             else:
-                return _json(400, {"error": "only private- and presence- channels need authorization"})
+                return json_answer(400, {"error": "only private- and presence- channels need authorization"})
         except ValueError as exc:  # e.g. private-encrypted-: we hold no encryption master key
-            return _json(400, {"error": str(exc)})
+            return json_answer(400, {"error": str(exc)})
         except StoreUnavailable:
-            return _json(503, {"error": "the database is not answering; try again shortly"}, RETRY_AFTER)
-        return _json(200, body)
+            return json_answer(503, {"error": "the database is not answering; try again shortly"}, RETRY_AFTER)
+        return json_answer(200, body)
 
     @expose
     @config({
@@ -442,34 +426,34 @@ class PusherEndpoints(LiveEndpoints):  # + /pusher/user-auth, /pusher/session
         request = cherrypy.serving.request
         if request.method != "POST":
             cherrypy.serving.response.headers["Allow"] = "POST"
-            return _json(405, {"error": "POST only"})
+            return json_answer(405, {"error": "POST only"})
         pusher = self.services.pusher
         if pusher is None:
-            return _json(503, {"error": "Pusher is not configured"})
+            return json_answer(503, {"error": "Pusher is not configured"})
         body = read_body(self.services.settings.max_body_bytes)
         try:
             payload = pusher.verify_webhook(request.headers.get("X-Pusher-Key"),
                                             request.headers.get("X-Pusher-Signature"), body)
         except WebhookError as exc:
             security_event("webhook_refused", reason=exc.message, status=exc.status, address=request.remote.ip)
-            return _json(exc.status, {"error": exc.message})
+            return json_answer(exc.status, {"error": exc.message})
         refused = _check_webhook(payload)
         if refused:
             status, reason = refused
             security_event("webhook_refused", reason=reason, status=status, address=request.remote.ip)
-            return _json(status, {"error": reason})
+            return json_answer(status, {"error": reason})
 
         directory = self.services.members
         digest = hashlib.sha256(body).hexdigest()
         try:
             if not directory.claim_delivery(digest):
-                return _json(200, {"ok": True, "handled": 0, "duplicate": True})  # a redelivery: done already
+                return json_answer(200, {"ok": True, "handled": 0, "duplicate": True})  # a redelivery: done already
             handled = directory.apply(payload["events"])
             directory.delivery_applied(digest)
         except StoreUnavailable:
             # Pusher retries a webhook that fails; by then the database may be back.
-            return _json(503, {"error": "the database is not answering; retry later"}, RETRY_AFTER)
-        return _json(200, {"ok": True, "handled": handled})
+            return json_answer(503, {"error": "the database is not answering; retry later"}, RETRY_AFTER)
+        return json_answer(200, {"ok": True, "handled": handled})
 
 
 def _check_webhook(payload: dict[str, Any]) -> tuple[int, str] | None:
