@@ -233,14 +233,15 @@ class Profiling:
 BUDGET = {
     "parse": [("cheroot/server.py", "parse_request"), ("cherrypy/_cprequest.py", "process_headers"),
               ("web/request.py", "process_headers"), ("cherrypy/_cprequest.py", "process_query_string")],
-    "tools": [("cherrypy/_cprequest.py", "get_resource"), ("cherrypy/_cprequest.py", "namespaces"),
+    # Dispatch, the config merged and applied (tool setup: CherryPy's NamespaceSet), the hooks run.
+    "tools": [("cherrypy/_cprequest.py", "get_resource"), ("cherrypy/lib/reprconf.py", "__call__"),
               ("cherrypy/_cprequest.py", "run_hooks")],
     "session": [("web/tools.py", "resolve_session")],
     "handler": [("bench/serve.py", "bare"), ("bench/serve.py", "signed"), ("bench/serve.py", "__call__")],
     "render": [("cherrypy/lib/encoding.py", "__call__"), ("cherrypy/_cprequest.py", "collapse_body")],
     "headers": [("web/tools.py", "secure_headers"), ("cherrypy/_cprequest.py", "finalize"),
                 ("cheroot/server.py", "send_headers")],
-    "log": [("ops/logs.py", "assign_request_id"), ("ops/logs.py", "start_timer"), ("ops/logs.py", "log_request")],
+    "log": [("ops/logs.py", "assign_request_id"), ("ops/logs.py", "log_request")],
     "metrics": [("ops/metrics.py", "_start"), ("ops/metrics.py", "_end")],
 }
 _ROOT_CALL = ("cheroot/server.py", "communicate")
@@ -457,6 +458,8 @@ def mount_with_bench(settings):
 
 
 def main(argv=None):
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):  # experiments only: the GIL's switch interval, seconds
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     if COUNTING:
         # Before the app connects: pymongo applies registered listeners to clients made afterwards.
         monitoring.register(COUNTER)

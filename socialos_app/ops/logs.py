@@ -347,6 +347,10 @@ def setup(level: str = "INFO", fmt: str = "text", settings: Any = None) -> loggi
     Also switches off, server-wide, CherryPy's request-header logging and
     tracebacks in answers, and its own screen and access logs.
     """
+    # No line written says where in the code a record was made, or which thread or process made
+    # it: not collected per record (the Logging HOWTO's "Optimization" switches).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(ScrubFilter(_secret_literals(settings), keep_tracebacks=(level == "DEBUG"),
@@ -500,17 +504,14 @@ _UA_CONTROL = re.compile(r"[\x00-\x1f\x7f\"\\]")
 
 
 def assign_request_id() -> None:
-    """``tools.request_id``: the caller's X-Request-ID when in the ``REQUEST_ID`` format, else a new one."""
+    """``tools.request_id``: the caller's X-Request-ID when in the ``REQUEST_ID`` format, else a new one;
+    and when the request started (the log line's duration): one hook for both."""
     request = cherrypy.serving.request
+    request._socialos_t0 = time.perf_counter()
     given = request.headers.get("X-Request-ID", "")
     rid = given if REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
     request.request_id = rid
     cherrypy.serving.response.headers["X-Request-ID"] = rid
-
-
-def start_timer() -> None:
-    """``tools.request_timer``: note when the request started."""
-    cherrypy.serving.request._socialos_t0 = time.perf_counter()
 
 
 def log_request() -> None:

@@ -142,7 +142,6 @@ def app_config(services: Services) -> dict[str, dict[str, Any]]:
             "tools.trailing_slash.on": False,
             "tools.secure_headers.on": True,
             "tools.secure_headers.csp": _csp(s),
-            "tools.request_timer.on": True,
             "tools.request_log.on": True,
             "tools.request_metrics.on": True,
             # Behind a load balancer: scheme and host from X-Forwarded-*; the client's address is

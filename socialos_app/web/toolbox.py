@@ -41,8 +41,7 @@ class ToolSpec(NamedTuple):
 
 # Every tool of the app, in the order it runs within each hook.
 TOOLS: tuple[ToolSpec, ...] = (
-    ToolSpec("request_id", "on_start_resource", logs.assign_request_id, 1),
-    ToolSpec("request_timer", "on_start_resource", logs.start_timer, 2),
+    ToolSpec("request_id", "on_start_resource", logs.assign_request_id, 1),  # and the start time
     # request_metrics (on_start_resource 10, on_end_request 50) is a two-hook tool of its own: see TWO_HOOK.
     ToolSpec("head_as_get", "before_handler", tools.head_as_get, 20),
     ToolSpec("socialos_session", "before_handler", tools.resolve_session, 40),
