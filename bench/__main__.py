@@ -7,25 +7,25 @@ and prints the table. ``--quick`` is a short smoke run that writes nothing.
 
 Order of the run:
 
-1. The sandbox and three SecantusDB processes: one for the 1,000-session app
-   (a single-node replica set, as the default docker-compose.yml runs
-   MongoDB), one for the 100,000-session app, and a standalone one (no
-   change streams possible: the cache's fallback).
+1. The sandbox and two SecantusDB processes (single-node replica sets, as the
+   default docker-compose.yml runs MongoDB; the app refuses a standalone
+   server at start): one for the 1,000-session app, one for the 100,000-session app.
 2. Database commands per signed-in request, counted by a pymongo command
-   listener in the app: with SESSION_CACHE_SIZE=0, on the standalone
-   database with the cache on, and in steady state with the cache on.
+   listener in the app: with SESSION_CACHE_SIZE=0 and in steady state with the cache on.
 3. Two instances of the app on one database: sign out on A, poll B until it
    refuses the cookie (``--trials`` times).
 4. The second app with 100,000 sessions: ``engine.stats()`` timed, and the
    bytes the cache keeps per session.
 5. Throughput at concurrency 16, in rotating order, 9 rounds of 2 s, medians:
-   bare, signed-in, RAM sessions, signed-in with 100,000 stored, a page making
-   one upstream call signed in and the same call without a session. The
-   sessions' once-a-minute touches are spread over the minute first, as on a
-   live site (``spread_touches``).
-6. A profile of the bare and the signed-in page; opening credentials (one
-   thread and 16) and one database read's client CPU, alone.
-7. The sandboxes over HTTPS: pooled vs fresh connections through the clients.
+   the floor (CherryPy alone on the same server and thread pool, every tool
+   off), bare, signed-in, RAM sessions, signed-in with 100,000 stored, a page
+   making one upstream call signed in and the same call without a session.
+   The sessions' once-a-minute touches are spread over the minute first, as
+   on a live site (``spread_touches``).
+6. Whole-request profiles of the floor, the bare and the signed-in page;
+   opening credentials (one thread and 16) and one database read's client CPU, alone.
+7. The CPU budget by part (``bench.budget``: the app in one process, a ladder of pages).
+8. The sandboxes over HTTPS: pooled vs fresh connections through the clients.
 """
 
 import argparse
@@ -33,11 +33,13 @@ import gc
 import http.client
 import json
 import math
+import os
 import random
 import re
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -374,6 +376,11 @@ def cache_bytes(uri, n=10_000):
     return {"entries": entries, "bytes": kept, "per_session": kept / entries if entries else 0.0}
 
 
+def page_path(page):
+    """The address of a bench page: ``floor`` is ``/_floor`` (CherryPy alone), the rest under ``/_bench``."""
+    return "/_floor" if page == "floor" else f"/_bench/{page}"
+
+
 class Runner:
     """Load runs against an app, with the CPU the app and its database spent per request."""
 
@@ -385,16 +392,16 @@ class Runner:
         others = {name: p.proc.cpu_seconds() for name, p in self.processes.items()
                   if p.proc is not app.proc and p.proc is not app.db.proc}
         app_cpu, db_cpu = app.proc.cpu_seconds(), app.db.proc.cpu_seconds()
-        result = load.run(app.url(f"/_bench/{page}"), seconds or self.seconds, connections,
+        result = load.run(app.url(page_path(page)), seconds or self.seconds, connections,
                           cookies, cookie_name, threads)
         if result.non200 or result.socket_errors:
-            raise RuntimeError(f"/_bench/{page}: {result.non200} answers not 200, "
+            raise RuntimeError(f"{page_path(page)}: {result.non200} answers not 200, "
                                f"{result.socket_errors} socket errors in {result.requests} requests")
         if not result.requests:
             # Nothing finished in the run: a database pause (SecantusDB's TTL sweep holds its
             # lock for seconds with 100,000 sessions), counted as 0 req/s. A dead app is an error.
             if requests.get(app.url("/healthz"), timeout=30).status_code != 200:
-                raise RuntimeError(f"/_bench/{page}: no answer, and the app is not healthy")
+                raise RuntimeError(f"{page_path(page)}: no answer, and the app is not healthy")
         n = result.requests
 
         def per_request(seconds):
@@ -487,13 +494,14 @@ def db_read_client_cpu(uri, record_id, n=2000):
 
 
 def profile(app, page, cookies, seconds):
-    """cProfile (each thread's CPU time) of a page under load at concurrency 8; (summary, text)."""
+    """cProfile (each thread's CPU time) of whole requests of a page under load at concurrency 8;
+    (summary, text)."""
     requests.post(app.url("/_bench/profile"), data={"action": "start", "clock": "cpu"},
                   timeout=10).raise_for_status()
-    load.run(app.url(f"/_bench/{page}"), seconds, 8, cookies, "session")
+    load.run(app.url(page_path(page)), seconds, 8, cookies, "session")
     requests.post(app.url("/_bench/profile"), data={"action": "stop"}, timeout=10).raise_for_status()
     summary = requests.get(app.url("/_bench/profile"), params={"fmt": "json"}, timeout=30).json()
-    text = requests.get(app.url("/_bench/profile"), timeout=30).text
+    text = requests.get(app.url("/_bench/profile"), params={"top": 60}, timeout=30).text
     return summary, text
 
 
@@ -530,8 +538,8 @@ def throughput_rounds(runner, rounds, runs_spec):
     return runs
 
 
-# -- the run -----------------------------------------------------------------------
-def main(argv=None):
+# -- the run, in steps -------------------------------------------------------------
+def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=2, help="length of each load run, whole seconds (default 2)")
     parser.add_argument("--rounds", type=int, default=9, help="alternating rounds per figure (default 9)")
@@ -541,231 +549,261 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.rounds, args.large, args.trials = 2, 1, 5_000, 10  # wrk takes whole seconds
+    return args
 
-    started = time.monotonic()
-    if not load.ensure_wrk():
-        say("note: wrk could not be installed; using the threaded Python load generator "
-            "(it shares the cores with the app, so absolute rates are lower)")
-    info = figures.machine("wrk" if load.have_wrk() else "python threads")
-    say(f"bench on {info['cores']} cores ({info['cpu']}), Python {info['python']}, {info['database']}, "
-        f"load: {info['load']}")
 
-    logdir = tempfile.mkdtemp(prefix="bench-")
-    sandbox = Sandbox(logdir).start()
-    # Two apps, each with its own database process: 1,000 sessions stored and 100,000.
-    # Only the one under load works, so their runs can alternate like every other pair.
-    db_small = Database(logdir, "secantusdb-1k").start()
-    db_large = Database(logdir, "secantusdb-large").start()
-    db_alone = Database(logdir, "secantusdb-standalone", standalone=True).start()
-    small_app = BenchApp(db_small, sandbox, logdir, name="app-1k")
-    peer_app = small_app.peer("app-1k-b")       # a second instance on the same database
-    large_app = BenchApp(db_large, sandbox, logdir, name="app-large")
-    alone_app = BenchApp(db_alone, sandbox, logdir, name="app-standalone")
-    tls = None
-    fillers = []
-    raw = {"machine": info, "settings": vars(args)}
-    try:
-        # 1. real sign-ins, 1,000 sessions stored; database commands per request, cache off
-        small_app.launch(count_db=True, cache_size=0)
-        alone_app.launch(count_db=True)           # cache on (the default), but no change stream
-        large_app.launch()
-        small_app.ready()
-        tokens = [sign_in(small_app, USERS[i % len(USERS)]) for i in range(SIGNED_IN_BROWSERS)]
-        small_fill = Filler(small_app.mongodb_uri, small_app.secure_key)
-        fillers.append(small_fill)
-        small_fill.fill_to(1_000)
-        say(f"{SIGNED_IN_BROWSERS} browsers signed in; {small_fill.count()} sessions stored")
-        small_fill.close()  # its tokens stay: the load runs use them as cookies
-        cookies = tokens + random.sample(small_fill.tokens, COOKIES_PER_RUN - len(tokens))
+class Processes:
+    """Every process of a run: the sandbox, two databases, the apps on them; ``stop()`` ends them all.
 
-        off = count_db(small_app, cookies, 1000)
-        say(f"cache off (SESSION_CACHE_SIZE=0): {off['reads']} reads, {off['writes']} writes "
-            f"over {off['requests']} signed-in requests {off['by_collection']}")
-        small_app.stop()
-        small_app.launch(count_db=True)  # the default SESSION_CACHE_SIZE, counted
+    Two apps, each with its own database process: 1,000 sessions stored and
+    100,000; only the one under load works, so their runs can alternate like
+    every other pair.
+    """
 
-        alone_app.ready(stream=False)
-        if alone_app.cache()["trusted"]:
-            raise RuntimeError("a change stream opened on the standalone database")
-        alone_fill = Filler(alone_app.mongodb_uri, alone_app.secure_key)
-        fillers.append(alone_fill)
-        alone_fill.fill_to(COOKIES_PER_RUN)
-        alone_fill.close()
-        standalone = count_db(alone_app, alone_fill.tokens, 1000)
-        say(f"cache on, standalone database (no change stream): {standalone['reads']} reads, "
-            f"{standalone['writes']} writes over {standalone['requests']} requests; cache "
-            f"{alone_app.cache()}")
-        alone_app.stop()
-        db_alone.stop()
+    def __init__(self, logdir):
+        self.logdir = logdir
+        self.sandbox = Sandbox(logdir).start()
+        self.db_small = Database(logdir, "secantusdb-1k").start()
+        self.db_large = Database(logdir, "secantusdb-large").start()
+        self.small_app = BenchApp(self.db_small, self.sandbox, logdir, name="app-1k")
+        self.peer_app = self.small_app.peer("app-1k-b")       # a second instance on the same database
+        self.large_app = BenchApp(self.db_large, self.sandbox, logdir, name="app-large")
+        self.tls = None
+        self.fillers = []
 
-        small_app.ready()
-        spread_touches(small_app, cookies)
-        passes = warm_cache(small_app, cookies)
-        steady = count_db(small_app, cookies, 1000)
-        say(f"cache on, steady state ({passes} warm-up passes over {len(cookies)} sessions): "
-            f"{steady['reads']} reads, {steady['writes']} writes over {steady['requests']} requests "
-            f"in {steady['seconds']} s; change stream commands meanwhile: {steady['stream']}; "
-            f"cache {small_app.cache()}")
-        raw["db_counts"] = {"cache_off": off, "standalone": standalone, "steady": steady,
-                            "warm_passes": passes}
-        small_app.stop()
+    def filler(self, app):
+        """A ``Filler`` for ``app``'s database, closed with the run."""
+        filler = Filler(app.mongodb_uri, app.secure_key)
+        self.fillers.append(filler)
+        return filler
 
-        # 2. two instances on one database: sign out on A, refused by B
-        small_app.launch()  # the load runs go without the listener, as production does
-        peer_app.launch()
-        small_app.ready()
-        peer_app.ready()
-        trials = signout_trials(small_app, peer_app, args.trials)
-        visible = [t["after_answer_ms"] for t in trials]
-        raw["signout_trials"] = trials
-        say(f"sign-out on A refused by B, {len(trials)} trials: p50 {percentile(visible, 50):.1f} ms, "
-            f"p99 {percentile(visible, 99):.1f} ms after A answered "
-            f"(from the sign-out request: p99 {percentile([t['after_request_ms'] for t in trials], 99):.1f} ms)")
-        stream = stream_events_per_touch(small_app.mongodb_uri)
-        raw["stream_events"] = stream
-        say(f"change events one instance receives per touch written by another: {stream['per_touch']:.3f} "
-            f"({stream['events']} for {stream['touches']} touches; a stream leaving out inserts only: "
-            f"{stream['before_per_touch']:.3f})")
-        peer_app.stop()
-
-        # 3. 100,000 sessions stored: /admin's statistics, the cache's bytes per session
-        large_app.ready()
-        large_tokens = [sign_in(large_app, USERS[i % len(USERS)]) for i in range(SIGNED_IN_BROWSERS)]
-        large_fill = Filler(large_app.mongodb_uri, large_app.secure_key)
-        fillers.append(large_fill)
-        took = large_fill.fill_to(args.large, rebuild_indexes=True)
-        stored = large_fill.count()
-        say(f"second app: {stored:,} sessions stored (bulk insert of engine-made records: {took:.0f} s)")
-        large_fill.close()
-        stats = admin_stats(large_app)
-        raw["admin_stats"] = stats
-        say(f"/admin's statistics with {stats['active']:,} live sessions ({stats['users']:,} users): "
-            f"the count {stats['count_ms']} ms; engine.stats() in the app {stats['ms']} ms, "
-            f"showing {stats['shown']}, counted {stats['age_s']} s before")
-        footprint = cache_bytes(large_app.mongodb_uri)
-        raw["cache_bytes"] = footprint
-        say(f"session cache: {footprint['bytes']:,} bytes for {footprint['entries']:,} records "
-            f"({footprint['per_session']:.0f} bytes each)")
-
-        # 4. throughput
-        cookies_large = large_tokens + random.sample(large_fill.tokens, COOKIES_PER_RUN - len(large_tokens))
-        ram_ids = ram_sessions(small_app, COOKIES_PER_RUN)
-        spread_touches(small_app, cookies)
-        spread_touches(large_app, cookies_large)
-        warm_cache(large_app, cookies_large)
-        runner = Runner(args.seconds, {"db-1k": db_small, "db-large": db_large, "sandbox": sandbox,
-                                       "app-1k": small_app, "app-large": large_app})
-        # The bare page gets the same cookies (a signed-in browser sends them to every page):
-        # the difference between the two is the session layer, not parsing a Cookie header.
-        # The upstream pages use the real sign-ins only (their keys exist upstream).
-        spec = [("bare", small_app, "bare", {"cookies": cookies}),
-                ("signed", small_app, "signed", {"cookies": cookies}),
-                ("ram", small_app, "ram", {"cookies": ram_ids, "cookie_name": "session_id"}),
-                ("signed_large", large_app, "signed", {"cookies": cookies_large}),
-                ("upstream", small_app, "upstream", {"cookies": tokens}),
-                ("upstream_unsigned", small_app, "upstream_unsigned", {"cookies": tokens})]
-        for _key, app, page, options in spec[:6]:  # warm-up: imports, pools, keys, caches
-            runner.run(app, page, **{**options, "seconds": 1})
-        say(f"throughput ({args.rounds} rounds of {args.seconds:g} s, concurrency 16; "
-            f"signed_large with {args.large:,} sessions stored):")
-        runs = throughput_rounds(runner, args.rounds, spec)
-        raw["runs"] = runs
-        raw["cache_after_runs"] = {"app-1k": small_app.cache(), "app-large": large_app.cache()}
-        large_app.stop()
-
-        # 5. profiles (right after the runs: an idle gap would make touches fall due together),
-        # opening credentials, one database read
-        bare_profile, _text = profile(small_app, "bare", cookies, 2)
-        summary, text = profile(small_app, "signed", cookies, 2)
-        added = profile_difference(bare_profile, summary)
-        raw.update(profile=summary, profile_bare=bare_profile, profile_added=added)
-        crypto = crypto_costs(small_app.secure_key)
-        read_cpu = db_read_client_cpu(small_app.mongodb_uri,
-                                      Keyring(small_app.secure_key).current.record_id(tokens[0]))
-        raw.update(crypto=crypto, db_read_client=read_cpu)
-        say(f"without I/O: {crypto}; one find_one costs its client {read_cpu['cpu_us']} µs of CPU")
-        for proc in (small_app, db_small, db_large):  # nothing else running for the HTTPS figures
-            proc.stop()
-
-        # 6. pooled vs fresh HTTPS (report only)
-        certs = Certificates(logdir)
-        tls = TLSSandbox(certs, logdir).start()
-        api = clients.compare_api(tls, seconds=1.0, rounds=4)
-        pusher = clients.compare_pusher(tls, seconds=1.0, rounds=4)
-        raw.update(pooled_vs_fresh_api=api, pooled_vs_fresh_pusher=pusher)
-        for name, r in (("API", api), ("Pusher", pusher)):
-            say(f"{name} client over HTTPS: pooled {r['pooled_per_s']:.0f} calls/s, fresh {r['fresh_per_s']:.0f} "
-                f"calls/s (new connections: pooled {r['connections']['pooled']} for "
-                f"{r['connections']['pooled_calls']} calls, fresh {r['connections']['fresh']} for "
-                f"{r['connections']['fresh_calls']})")
-    except BaseException:
-        say(f"bench failed; the processes' logs are in {logdir}")
-        raise
-    finally:
-        for proc in (tls, small_app, peer_app, large_app, alone_app, sandbox, db_small, db_large, db_alone):
+    def stop(self):
+        for proc in (self.tls, self.small_app, self.peer_app, self.large_app, self.sandbox,
+                     self.db_small, self.db_large):
             if proc is not None:
                 proc.stop()
-        for filler in fillers:
+        for filler in self.fillers:
             filler.close()
 
-    rps = {k: median(runs[k], "rps") for k in runs}
-    p99_over_p50 = statistics.median(r["p99_ms"] / r["p50_ms"] for r in runs["signed"] if r["p50_ms"])
-    large_db_busy = statistics.median(r["others_cpu"].get("db-large", 0.0)
-                                      for key in ("bare", "signed", "ram") for r in runs[key])
-    large_db_worst = max(r["others_cpu"].get("db-large", 0.0) for key in ("bare", "signed", "ram")
-                         for r in runs[key])
-    stalled = sum(1 for r in runs["signed_large"] if not r["rps"])
-    worst_large_p99 = max(r["p99_ms"] for r in runs["signed_large"])
-    worst_small_p99 = max(r["p99_ms"] for r in runs["signed"])
-    after_request = [t["after_request_ms"] for t in trials]
-    ages = [a for a in stats["age_s"] if a is not None]
-    results = {
-        "signed_in_vs_bare": figures.figure("signed_in_vs_bare", paired(runs, "signed", "bare")),
-        "signed_in_vs_cherrypy_ram": figures.figure("signed_in_vs_cherrypy_ram", paired(runs, "signed", "ram")),
-        "db_reads_per_request": figures.figure("db_reads_per_request", steady["reads"] / steady["requests"]),
-        "db_reads_per_request_stream_off": figures.figure("db_reads_per_request_stream_off",
-                                                          off["reads"] / off["requests"]),
-        "db_reads_per_request_standalone": figures.figure("db_reads_per_request_standalone",
-                                                          standalone["reads"] / standalone["requests"]),
-        "db_writes_per_request": figures.figure("db_writes_per_request", steady["writes"] / steady["requests"]),
-        "signout_visible_p99_ms": figures.figure("signout_visible_p99_ms", percentile(visible, 99)),
-        "stream_events_per_touch": figures.figure("stream_events_per_touch", stream["per_touch"]),
-        "upstream_page_vs_unsigned": figures.figure("upstream_page_vs_unsigned",
-                                                    paired(runs, "upstream", "upstream_unsigned")),
-        "admin_stats_100k_p50_ms": figures.figure("admin_stats_100k_p50_ms", statistics.median(stats["ms"])),
-        "admin_stats_count_100k_ms": figures.figure("admin_stats_count_100k_ms",
-                                                    statistics.median(stats["count_ms"])),
-        "growth_100k_vs_1k": figures.figure("growth_100k_vs_1k", paired(runs, "signed_large", "signed")),
-        "cache_bytes_per_session": figures.figure("cache_bytes_per_session", footprint["per_session"]),
-        "pooled_vs_fresh_api": figures.figure("pooled_vs_fresh_api", api["ratio"]),
-        "pooled_vs_fresh_pusher": figures.figure("pooled_vs_fresh_pusher", pusher["ratio"]),
-        "credentials_open_16_threads_vs_1": figures.figure("credentials_open_16_threads_vs_1",
-                                                           crypto["open_threads_vs_1"]),
-        "latency_p99_over_p50_c16": figures.figure("latency_p99_over_p50_c16", p99_over_p50),
+
+def sign_in_and_fill(procs):
+    """Launch the apps; real sign-ins on the 1,000-session app (command counter on, cache off),
+    the rest stored in bulk; (the sign-ins' tokens, the cookies every load run cycles through)."""
+    app = procs.small_app
+    app.launch(count_db=True, cache_size=0)
+    procs.large_app.launch()
+    app.ready()
+    tokens = [sign_in(app, USERS[i % len(USERS)]) for i in range(SIGNED_IN_BROWSERS)]
+    fill = procs.filler(app)
+    fill.fill_to(1_000)
+    say(f"{SIGNED_IN_BROWSERS} browsers signed in; {fill.count()} sessions stored")
+    fill.close()  # its tokens stay: the load runs use them as cookies
+    return tokens, tokens + random.sample(fill.tokens, COOKIES_PER_RUN - len(tokens))
+
+
+def count_commands(procs, cookies):
+    """Database commands per signed-in request: cache off, then steady state with the cache on."""
+    app = procs.small_app
+    off = count_db(app, cookies, 1000)
+    say(f"cache off (SESSION_CACHE_SIZE=0): {off['reads']} reads, {off['writes']} writes "
+        f"over {off['requests']} signed-in requests {off['by_collection']}")
+    app.stop()
+    app.launch(count_db=True)  # the default SESSION_CACHE_SIZE, counted
+
+    app.ready()
+    spread_touches(app, cookies)
+    passes = warm_cache(app, cookies)
+    steady = count_db(app, cookies, 1000)
+    say(f"cache on, steady state ({passes} warm-up passes over {len(cookies)} sessions): "
+        f"{steady['reads']} reads, {steady['writes']} writes over {steady['requests']} requests "
+        f"in {steady['seconds']} s; change stream commands meanwhile: {steady['stream']}; cache {app.cache()}")
+    app.stop()
+    return {"cache_off": off, "steady": steady, "warm_passes": passes}
+
+
+def two_instances(procs, trials):
+    """Sign out on A, refused by B; change events per touch another instance writes."""
+    a, b = procs.small_app, procs.peer_app
+    a.launch()  # the load runs go without the listener, as production does
+    b.launch()
+    a.ready()
+    b.ready()
+    done = signout_trials(a, b, trials)
+    visible = [t["after_answer_ms"] for t in done]
+    say(f"sign-out on A refused by B, {len(done)} trials: p50 {percentile(visible, 50):.1f} ms, "
+        f"p99 {percentile(visible, 99):.1f} ms after A answered "
+        f"(from the sign-out request: p99 {percentile([t['after_request_ms'] for t in done], 99):.1f} ms)")
+    stream = stream_events_per_touch(a.mongodb_uri)
+    say(f"change events one instance receives per touch written by another: {stream['per_touch']:.3f} "
+        f"({stream['events']} for {stream['touches']} touches; a stream leaving out inserts only: "
+        f"{stream['before_per_touch']:.3f})")
+    b.stop()
+    return done, stream
+
+
+def large_store(procs, large):
+    """The second app with ``large`` sessions stored: /admin's statistics, the cache's bytes per session."""
+    app = procs.large_app
+    app.ready()
+    tokens = [sign_in(app, USERS[i % len(USERS)]) for i in range(SIGNED_IN_BROWSERS)]
+    fill = procs.filler(app)
+    took = fill.fill_to(large, rebuild_indexes=True)
+    say(f"second app: {fill.count():,} sessions stored (bulk insert of engine-made records: {took:.0f} s)")
+    fill.close()
+    stats = admin_stats(app)
+    say(f"/admin's statistics with {stats['active']:,} live sessions ({stats['users']:,} users): "
+        f"the count {stats['count_ms']} ms; engine.stats() in the app {stats['ms']} ms, "
+        f"showing {stats['shown']}, counted {stats['age_s']} s before")
+    footprint = cache_bytes(app.mongodb_uri)
+    say(f"session cache: {footprint['bytes']:,} bytes for {footprint['entries']:,} records "
+        f"({footprint['per_session']:.0f} bytes each)")
+    cookies = tokens + random.sample(fill.tokens, COOKIES_PER_RUN - len(tokens))
+    return cookies, stats, footprint
+
+
+def throughput(procs, args, tokens, cookies, cookies_large):
+    """Every page at concurrency 16, in rotating rounds; {key: [runs]}."""
+    small, large = procs.small_app, procs.large_app
+    ram_ids = ram_sessions(small, COOKIES_PER_RUN)
+    spread_touches(small, cookies)
+    spread_touches(large, cookies_large)
+    warm_cache(large, cookies_large)
+    runner = Runner(args.seconds, {"db-1k": procs.db_small, "db-large": procs.db_large, "sandbox": procs.sandbox,
+                                   "app-1k": small, "app-large": large})
+    # The bare page and the floor get the same cookies (a signed-in browser sends them to every
+    # page): the differences are the app's tools and the session layer, not parsing a Cookie header.
+    # The upstream pages use the real sign-ins only (their keys exist upstream).
+    spec = [("floor", small, "floor", {"cookies": cookies}),
+            ("bare", small, "bare", {"cookies": cookies}),
+            ("signed", small, "signed", {"cookies": cookies}),
+            ("ram", small, "ram", {"cookies": ram_ids, "cookie_name": "session_id"}),
+            ("signed_large", large, "signed", {"cookies": cookies_large}),
+            ("upstream", small, "upstream", {"cookies": tokens}),
+            ("upstream_unsigned", small, "upstream_unsigned", {"cookies": tokens})]
+    for _key, app, page, options in spec:  # warm-up: imports, pools, keys, caches
+        runner.run(app, page, **{**options, "seconds": 1})
+    say(f"throughput ({args.rounds} rounds of {args.seconds:g} s, concurrency 16; "
+        f"signed_large with {args.large:,} sessions stored):")
+    runs = throughput_rounds(runner, args.rounds, spec)
+    caches = {"app-1k": small.cache(), "app-large": large.cache()}
+    large.stop()
+    return runs, caches
+
+
+def profiles(procs, tokens, cookies):
+    """Whole-request profiles of the floor, the bare and the signed-in page (right after the runs:
+    an idle gap would make touches fall due together); opening credentials; one database read."""
+    app = procs.small_app
+    floor, _text = profile(app, "floor", cookies, 2)
+    bare, _text = profile(app, "bare", cookies, 2)
+    signed, text = profile(app, "signed", cookies, 2)
+    crypto = crypto_costs(app.secure_key)
+    read_cpu = db_read_client_cpu(app.mongodb_uri, Keyring(app.secure_key).current.record_id(tokens[0]))
+    say(f"without I/O: {crypto}; one find_one costs its client {read_cpu['cpu_us']} µs of CPU")
+    for proc in (app, procs.db_small, procs.db_large):  # nothing else running for what follows
+        proc.stop()
+    return {"floor": floor, "bare": bare, "signed": signed, "text": text, "crypto": crypto, "read_cpu": read_cpu}
+
+
+def cpu_budget():
+    """``bench.budget`` in its own process (it mounts the app in-process): µs per part."""
+    out = subprocess.run([sys.executable, "-m", "bench.budget", "--json"], capture_output=True, text=True,
+                         timeout=900, cwd=HERE.parent)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench.budget failed: {out.stderr.strip()[-500:]}")
+    budget = json.loads(out.stdout)
+    say("CPU per request by part (in process, µs): " + ", ".join(
+        f"{part} {us:.0f}" for part, us in budget["parts_us"].items()))
+    return budget
+
+
+def https_clients(procs):
+    """Pooled vs fresh HTTPS through both clients (report only)."""
+    certs = Certificates(procs.logdir)
+    procs.tls = TLSSandbox(certs, procs.logdir).start()
+    api = clients.compare_api(procs.tls, seconds=1.0, rounds=4)
+    pusher = clients.compare_pusher(procs.tls, seconds=1.0, rounds=4)
+    for name, r in (("API", api), ("Pusher", pusher)):
+        say(f"{name} client over HTTPS: pooled {r['pooled_per_s']:.0f} calls/s, fresh {r['fresh_per_s']:.0f} "
+            f"calls/s (new connections: pooled {r['connections']['pooled']} for "
+            f"{r['connections']['pooled_calls']} calls, fresh {r['connections']['fresh']} for "
+            f"{r['connections']['fresh_calls']})")
+    return api, pusher
+
+
+def results_of(m):
+    """Every figure of ``results.json`` from the measurements ``m`` (the raw dict)."""
+    runs, counts, stats, prof = m["runs"], m["db_counts"], m["admin_stats"], m["profiles"]
+    steady, off = counts["steady"], counts["cache_off"]
+    visible = [t["after_answer_ms"] for t in m["signout_trials"]]
+    fig = figures.figure
+    return {
+        "signed_in_vs_floor": fig("signed_in_vs_floor", paired(runs, "signed", "floor")),
+        "bare_vs_floor": fig("bare_vs_floor", paired(runs, "bare", "floor")),
+        "signed_in_vs_bare": fig("signed_in_vs_bare", paired(runs, "signed", "bare")),
+        "signed_in_vs_cherrypy_ram": fig("signed_in_vs_cherrypy_ram", paired(runs, "signed", "ram")),
+        "db_reads_per_request": fig("db_reads_per_request", steady["reads"] / steady["requests"]),
+        "db_reads_per_request_stream_off": fig("db_reads_per_request_stream_off", off["reads"] / off["requests"]),
+        "db_writes_per_request": fig("db_writes_per_request", steady["writes"] / steady["requests"]),
+        "signout_visible_p99_ms": fig("signout_visible_p99_ms", percentile(visible, 99)),
+        "stream_events_per_touch": fig("stream_events_per_touch", m["stream_events"]["per_touch"]),
+        "upstream_page_vs_unsigned": fig("upstream_page_vs_unsigned", paired(runs, "upstream", "upstream_unsigned")),
+        "admin_stats_100k_p50_ms": fig("admin_stats_100k_p50_ms", statistics.median(stats["ms"])),
+        "admin_stats_count_100k_ms": fig("admin_stats_count_100k_ms", statistics.median(stats["count_ms"])),
+        "growth_100k_vs_1k": fig("growth_100k_vs_1k", paired(runs, "signed_large", "signed")),
+        "cache_bytes_per_session": fig("cache_bytes_per_session", m["cache_bytes"]["per_session"]),
+        "pooled_vs_fresh_api": fig("pooled_vs_fresh_api", m["pooled_vs_fresh_api"]["ratio"]),
+        "pooled_vs_fresh_pusher": fig("pooled_vs_fresh_pusher", m["pooled_vs_fresh_pusher"]["ratio"]),
+        "credentials_open_16_threads_vs_1": fig("credentials_open_16_threads_vs_1",
+                                                prof["crypto"]["open_threads_vs_1"]),
+        "latency_p99_over_p50_c16": fig("latency_p99_over_p50_c16", statistics.median(
+            r["p99_ms"] / r["p50_ms"] for r in runs["signed"] if r["p50_ms"])),
     }
+
+
+def notes_of(m, args):
+    """The notes under the table in ``results.md``: what each figure is made of, in this run."""
+    runs, counts, stats, prof = m["runs"], m["db_counts"], m["admin_stats"], m["profiles"]
+    steady, off = counts["steady"], counts["cache_off"]
+    trials, footprint, crypto, read_cpu = m["signout_trials"], m["cache_bytes"], prof["crypto"], prof["read_cpu"]
+    api, pusher, cookies = m["pooled_vs_fresh_api"], m["pooled_vs_fresh_pusher"], COOKIES_PER_RUN
+    rps = {k: median(runs[k], "rps") for k in runs}
     cpu = {k: median(runs[k], "app_cpu_us") for k in runs}
     db_cpu = {k: median(runs[k], "db_cpu_us") for k in runs}
-    raw["medians"] = {"rps": rps, "app_cpu_us": cpu, "db_cpu_us": db_cpu}
-    notes = [
+    m["medians"] = {"rps": rps, "app_cpu_us": cpu, "db_cpu_us": db_cpu}
+    visible = [t["after_answer_ms"] for t in trials]
+    after_request = [t["after_request_ms"] for t in trials]
+    ages = [a for a in stats["age_s"] if a is not None]
+    idle = [r["others_cpu"].get("db-large", 0.0) for key in ("bare", "signed", "ram") for r in runs[key]]
+    stalled = sum(1 for r in runs["signed_large"] if not r["rps"])
+    p99 = {k: statistics.median(r["p99_ms"] for r in runs[k]) for k in ("floor", "bare", "signed")}
+    p50 = {k: statistics.median(r["p50_ms"] for r in runs[k]) for k in ("floor", "bare", "signed")}
+    parts = m["budget"]["parts_us"]
+    return [
         f"Ratios are medians over {args.rounds} rounds of the ratio within each round (every round runs "
         f"every page once, in rotating order, {args.seconds:g} s each, concurrency 16). Median req/s: "
-        f"bare {rps['bare']:.0f}, signed-in {rps['signed']:.0f}, RAM sessions {rps['ram']:.0f}; signed-in "
-        f"{rps['signed_large']:.0f} with {args.large:,} sessions stored (a second app and database, its runs "
-        f"in the same rotation); one upstream call signed in {rps['upstream']:.0f}, the same call without "
-        f"a session {rps['upstream_unsigned']:.0f}.",
-        f"App CPU per request: bare {cpu['bare']:.0f} µs, RAM sessions {cpu['ram']:.0f} µs, signed-in "
-        f"{cpu['signed']:.0f} µs; the database process {db_cpu['signed']:.0f} µs per signed-in request "
-        f"(no reads: each of the {COOKIES_PER_RUN} sessions' `accessed` is written once a minute, "
+        f"floor (CherryPy alone, same server and thread pool) {rps['floor']:.0f}, bare {rps['bare']:.0f}, "
+        f"signed-in {rps['signed']:.0f}, RAM sessions {rps['ram']:.0f}; signed-in {rps['signed_large']:.0f} with "
+        f"{args.large:,} sessions stored (a second app and database, its runs in the same rotation); one "
+        f"upstream call signed in {rps['upstream']:.0f}, the same call without a session "
+        f"{rps['upstream_unsigned']:.0f}.",
+        f"App CPU per request: floor {cpu['floor']:.0f} µs, bare {cpu['bare']:.0f} µs, RAM sessions "
+        f"{cpu['ram']:.0f} µs, signed-in {cpu['signed']:.0f} µs; the database process {db_cpu['signed']:.0f} µs "
+        f"per signed-in request (no reads: each of the {cookies} sessions' `accessed` is written once a minute, "
         f"in a background batch, w=1, and comes back to the app through its change stream) and "
         f"{db_cpu['bare']:.0f} µs per bare one.",
+        "CPU per request by part, in process (`bench/budget.py`, µs, each part the page with it less the page "
+        "without): " + ", ".join(f"{part} {us:.0f}" for part, us in parts.items()) + ".",
+        f"Latency at concurrency 16, p50 / p99 (medians over rounds): floor {p50['floor']:.1f} / "
+        f"{p99['floor']:.1f} ms, bare {p50['bare']:.1f} / {p99['bare']:.1f} ms, signed-in {p50['signed']:.1f} / "
+        f"{p99['signed']:.1f} ms.",
         f"Database commands over 1,000 signed-in requests after a warm-up pass: {steady['reads']} reads, "
         f"{steady['writes']} writes with the cache on (the change stream's own {steady['stream']} getMores "
         f"in those {steady['seconds']:.1f} s are per instance, not per request); {off['reads']} reads with "
-        f"SESSION_CACHE_SIZE=0; {standalone['reads']} reads with the cache on against a standalone "
-        f"database, where no change stream can run. A session's first request on an instance reads it "
+        f"SESSION_CACHE_SIZE=0. A session's first request on an instance reads it "
         f"once; `accessed` is written at most once a minute per session, so writes per request depend "
-        f"on how often a session comes back: here {len(cookies)} sessions in turn, each every "
-        f"{steady['seconds'] / (steady['requests'] / len(cookies)):.1f} s (a session seen once a minute "
+        f"on how often a session comes back: here {cookies} sessions in turn, each every "
+        f"{steady['seconds'] / (steady['requests'] / cookies):.1f} s (a session seen once a minute "
         f"or less would write on every request).",
         f"Sign-out across instances ({len(trials)} trials, two apps on one database, B idle): B refused the "
         f"cookie p50 {percentile(visible, 50):.1f} ms, worst {max(visible):.1f} ms after A answered the "
@@ -786,49 +824,90 @@ def main(argv=None):
         f"SESSION_CACHE_SIZE of 10,000 costs about {footprint['per_session'] * 10_000 / 2**20:.0f} MiB.",
         f"Without I/O, one thread: resuming a session (record id, tag check) {crypto['resume_us']:.0f} µs; "
         f"opening its credentials {crypto['open_us']:.0f} µs (HKDF + HMAC-SHA256 + ChaCha20 "
-        f"{crypto['hkdf_seal_open_us']:.0f} "
-        f"µs), only on pages that call upstream; 16 threads opening at once: {crypto['open_16_threads_us']:.0f} "
-        f"µs each against {crypto['open_1_thread_us']:.0f} alone. One find_one costs pymongo "
-        f"{read_cpu['cpu_us']} µs of CPU.",
-        f"The 100,000-session database, idle meanwhile, used a median {large_db_busy:.0%} of a core "
-        f"(worst {large_db_worst:.0%}) during the 1,000-session app's runs"
-        + (" (SecantusDB's own TTL sweep walks every stored session once a minute)"
-           if large_db_worst >= 0.2 else "")
+        f"{crypto['hkdf_seal_open_us']:.0f} µs), only on pages that call upstream; 16 threads opening at once: "
+        f"{crypto['open_16_threads_us']:.0f} µs each against {crypto['open_1_thread_us']:.0f} alone. One "
+        f"find_one costs pymongo {read_cpu['cpu_us']} µs of CPU.",
+        f"The 100,000-session database, idle meanwhile, used a median {statistics.median(idle):.0%} of a core "
+        f"(worst {max(idle):.0%}) during the 1,000-session app's runs"
+        + (" (SecantusDB's own TTL sweep walks every stored session once a minute)" if max(idle) >= 0.2 else "")
         + ". Every run shares the 2 cores with whatever else the machine runs; the paired ratios "
         "absorb most of that, not all.",
-        f"Worst p99 of the signed-in page: {worst_small_p99:.1f} ms with 1,000 sessions stored, "
-        f"{worst_large_p99:.1f} ms with {args.large:,}"
+        f"Worst p99 of the signed-in page: {max(r['p99_ms'] for r in runs['signed']):.1f} ms with 1,000 sessions "
+        f"stored, {max(r['p99_ms'] for r in runs['signed_large']):.1f} ms with {args.large:,}"
         + (f"; {stalled} of {args.rounds} runs with {args.large:,} finished no request at all (a database "
            "pause: SecantusDB's TTL sweep)." if stalled else "."),
         "Profile (CPU a signed-in request adds to a bare one): " + ", ".join(
-            f"{r['package']} {r['share']:.0%} ({r['calls']:.0f} calls)" for r in added if r["share"] >= 0.03) + ".",
+            f"{r['package']} {r['share']:.0%} ({r['calls']:.0f} calls)" for r in m["profile_added"]
+            if r["share"] >= 0.03) + ".",
         f"HTTPS calls/s, pooled vs fresh: Social OS API {api['pooled_per_s']:.0f} vs {api['fresh_per_s']:.0f}, "
         f"Pusher {pusher['pooled_per_s']:.0f} vs {pusher['fresh_per_s']:.0f}; new TCP+TLS connections "
         f"seen by the sandbox: pooled {api['connections']['pooled'] + pusher['connections']['pooled']}, "
         f"fresh {api['connections']['fresh'] + pusher['connections']['fresh']}.",
     ]
-    if not args.quick:
-        figures.write_json(results)
-        (HERE / "results-raw.json").write_text(json.dumps(raw, indent=2, ensure_ascii=False, default=str) + "\n")
-        (HERE / "profile.txt").write_text(text)
-        figures.write_markdown(results, info, notes)
-        drawn = figures.draw(results, info)
-        if drawn is None:
-            say("(matplotlib not installed: no chart)")
+
+
+def write_results(results, raw, notes, info, profile_text):
+    """results.json, results-raw.json, profile.txt, results.md and the chart."""
+    figures.write_json(results)
+    (HERE / "results-raw.json").write_text(json.dumps(raw, indent=2, ensure_ascii=False, default=str) + "\n")
+    (HERE / "profile.txt").write_text(profile_text)
+    figures.write_markdown(results, info, notes)
+    if figures.draw(results, info) is None:
+        say("(matplotlib not installed: no chart)")
+
+
+def show(results, notes, prof):
+    """The table, the notes and where a signed-in request's time goes, on stdout."""
     say("")
     say(figures.table(results))
     say("")
     for note in notes:
         say(f"- {note}")
     say("")
-    say(f"what a signed-in request adds to a bare one (cProfile of {summary['requests']} requests, "
-        f"CPU time; the profiler inflates absolute µs, the shares hold):")
-    for row in added:
-        if row["cpu_us"] > 0:
-            say(f"  {row['share']:5.0%}  {row['package']:<18} {row['calls']:7.0f} Python calls/request")
+    for page in ("floor", "bare", "signed"):
+        say(f"whole-request profile of {page} (profiled CPU µs per request; the profiler inflates small "
+            f"calls, the shares hold): {prof[page].get('budget')}")
+    summary = prof["signed"]
     say("the session layer's steps (cumulative profiled CPU µs per request):")
     for row in summary["steps"][:8]:
         say(f"  {row['cum_us']:8.0f}  {row['function']}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.monotonic()
+    if not load.ensure_wrk():
+        say("note: wrk could not be installed; using the threaded Python load generator "
+            "(it shares the cores with the app, so absolute rates are lower)")
+    info = figures.machine("wrk" if load.have_wrk() else "python threads")
+    say(f"bench on {info['cores']} cores ({info['cpu']}), Python {info['python']}, {info['database']}, "
+        f"load: {info['load']}, load average {os.getloadavg()[0]:.1f}")
+    logdir = tempfile.mkdtemp(prefix="bench-")
+    raw = {"machine": info, "settings": vars(args), "load_average_before": os.getloadavg()}
+    procs = Processes(logdir)
+    try:
+        tokens, cookies = sign_in_and_fill(procs)
+        raw["db_counts"] = count_commands(procs, cookies)
+        raw["signout_trials"], raw["stream_events"] = two_instances(procs, args.trials)
+        cookies_large, raw["admin_stats"], raw["cache_bytes"] = large_store(procs, args.large)
+        raw["runs"], raw["cache_after_runs"] = throughput(procs, args, tokens, cookies, cookies_large)
+        raw["profiles"] = profiles(procs, tokens, cookies)
+        raw["budget"] = cpu_budget()
+        raw["pooled_vs_fresh_api"], raw["pooled_vs_fresh_pusher"] = https_clients(procs)
+    except BaseException:
+        say(f"bench failed; the processes' logs are in {logdir}")
+        raise
+    finally:
+        procs.stop()
+    raw["load_average_after"] = os.getloadavg()
+    prof = raw["profiles"]
+    raw["profile_added"] = profile_difference(prof["bare"], prof["signed"])
+    profile_text = prof.pop("text")
+    results = results_of(raw)
+    notes = notes_of(raw, args)
+    if not args.quick:
+        write_results(results, raw, notes, info, profile_text)
+    show(results, notes, prof)
     say(f"done in {time.monotonic() - started:.0f} s"
         + ("" if args.quick else "; wrote bench/results.json, results.md, results.png, profile.txt"))
     shutil.rmtree(logdir, ignore_errors=True)

@@ -29,6 +29,7 @@ interleaved rounds (another process's load only ever adds to a round).
 import argparse
 import cProfile
 import io
+import json
 import os
 import pstats
 import secrets
@@ -137,7 +138,7 @@ class Budget:
             raise RuntimeError(f"{self.path(rung)} answered {status}")
 
 
-def measure(budget, rounds=7, per_round=400):
+def measure(budget, rounds=15, per_round=200):
     """µs of this thread's CPU per request for every rung (the least round), and each part's cost."""
     for rung in RUNGS:  # warm-up: imports, caches, the first record read
         for _ in range(50):
@@ -174,15 +175,19 @@ def profile_text(budget, rung, n=3000, top=40):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.budget", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--per-round", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--per-round", type=int, default=200)
     parser.add_argument("--profile", choices=RUNGS, help="print a cProfile of this rung instead")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (for python -m bench)")
     args = parser.parse_args(argv)
     budget = Budget()
     if args.profile:
         print(profile_text(budget, args.profile))
         return 0
     result = measure(budget, args.rounds, args.per_round)
+    if args.json:
+        print(json.dumps(result))
+        return 0
     print("part      µs/request (this thread's CPU, in process; rung less the rung below)")
     for rung in RUNGS:
         print(f"{rung:<9} {result['parts_us'][rung]:8.1f}   (rung {result['per_rung_us'][rung]:.1f})")
