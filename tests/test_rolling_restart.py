@@ -67,7 +67,7 @@ class User(threading.Thread):
             n += 1
             if n % 2:
                 what, call = "POST /pusher/auth", lambda n=n: self.session.post(
-                    self.proxy.url("/pusher/auth"), data={"socket_id": f"{n}.{n}", "channel_name": "private-room"},
+                    self.proxy.url("/pusher/auth"), data={"socket_id": f"{n}.{n}", "channel_name": "private-user-demo"},
                     headers={"X-CSRF-Token": self.csrf}, allow_redirects=False, timeout=15)
             else:
                 what, call = "GET /dashboard", lambda: self.session.get(
