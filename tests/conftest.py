@@ -16,6 +16,14 @@ def db():
     database.cleanup()
 
 
+@pytest.fixture(scope="module")
+def mydb():
+    """A database of the module's own, for tests that stop it or fail its commands."""
+    database = Database().start()
+    yield database
+    database.cleanup()
+
+
 @pytest.fixture(scope="session")
 def sandbox():
     box = Sandbox().start()

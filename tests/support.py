@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from socialos_dev.sandbox import processes
 from socialos_dev.sandbox.processes import Proc, free_port, port_open, wait_for
@@ -144,3 +145,15 @@ class App:
 def started_app(db, sandbox, **overrides):
     """An app process against the test services with settings of the caller's own; use with ``with``."""
     return App(app_env(db, sandbox, **overrides)).start()
+
+
+class FromAddress(HTTPAdapter):
+    """Connections from one loopback source address (127.0.0.x), so the server sees a client of its own."""
+
+    def __init__(self, address):
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)

@@ -11,7 +11,6 @@ from datetime import timedelta
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 from test_browser import AXE_URL, DESKTOP, PHONE, TIMEOUT_MS, axe, axe_violations, browser, layout_problems  # noqa: F401
 from test_web import active_keys, database, get, location, post, record_id
 
@@ -22,7 +21,7 @@ from socialos_app.sessions import Credentials, SessionEngine
 from socialos_app.sessions.backends.memory import MemorySessionStore
 from socialos_app.sessions.backends.mongo import MongoSessionStore
 from socialos_app.storage import utcnow
-from support import wait_for
+from support import FromAddress, started_app, wait_for
 
 DEADLINE = 10.0
 FIREFOX_WINDOWS = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:127.0) Gecko/20100101 Firefox/127.0"
@@ -31,23 +30,11 @@ SAFARI_IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWe
                  "Version/17.5 Mobile/15E148 Safari/604.1")
 
 
-class _From(HTTPAdapter):
-    """Connections from one loopback address (127.0.0.x), so the app sees a real other address."""
-
-    def __init__(self, address):
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
 def client(agent, address="127.0.0.1"):
     s = requests.Session()
     s.headers["User-Agent"] = agent
     if address != "127.0.0.1":
-        s.mount("http://", _From(address))
+        s.mount("http://", FromAddress(address))
     return s
 
 
@@ -75,10 +62,8 @@ def history(db, app, username):
 def stale_app(db, sandbox):
     """Sessions stay fresh for four seconds: short to wait out, long enough for a confirmed
     browser to reach its action on a loaded machine."""
-    from support import App, app_env
-    server = App(app_env(db, sandbox, SESSION_FRESH="4")).start()
-    yield server
-    server.stop()
+    with started_app(db, sandbox, SESSION_FRESH="4") as server:
+        yield server
 
 
 def wait_stale(s, app, path="/devices?everywhere=1"):

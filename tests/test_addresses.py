@@ -99,10 +99,9 @@ def guesses(app, username, forwarded_for):
 
 @pytest.fixture(scope="module")
 def one_hop(db, sandbox):
-    from support import App, app_env
-    server = App(app_env(db, sandbox, TRUSTED_PROXY="1")).start()
-    yield server
-    server.stop()
+    from support import started_app
+    with started_app(db, sandbox, TRUSTED_PROXY="1") as server:
+        yield server
 
 
 def test_forged_leftmost_entries_do_not_change_the_counted_address(one_hop):

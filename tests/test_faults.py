@@ -14,16 +14,9 @@ import pytest
 import requests
 
 from conftest import csrf_from, sign_in
-from support import Database, started_app, wait_for
+from support import started_app, wait_for
 
 DB_DOWN = "The session database is not answering right now"
-
-
-@pytest.fixture(scope="module")
-def mydb():
-    database = Database().start()
-    yield database
-    database.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import sign_in
 from socialos_app.ops.metrics import SECURITY_EVENTS
-from support import ROOT, App, Database, app_env, wait_for
+from support import ROOT, started_app, wait_for
 
 TIMEOUT = 10
 DEADLINE = 5.0
@@ -334,18 +334,10 @@ def test_the_state_an_operator_alerts_on_is_exported(app):
 
 # -- each fault, then its log line and its metric -------------------------------------------------
 @pytest.fixture(scope="module")
-def mydb():
-    database = Database().start()
-    yield database
-    database.cleanup()
-
-
-@pytest.fixture(scope="module")
 def fault_app(mydb, sandbox):
-    server = App(app_env(mydb, sandbox, LOG_FORMAT="json", LOG_LEVEL="INFO", UPSTREAM_READ_TIMEOUT="0.3",
-                         LOGIN_MAX_FAILURES="1000")).start()
-    yield server
-    server.stop()
+    with started_app(mydb, sandbox, LOG_FORMAT="json", LOG_LEVEL="INFO", UPSTREAM_READ_TIMEOUT="0.3",
+                     LOGIN_MAX_FAILURES="1000") as server:
+        yield server
 
 
 def troubles(app, key, state):

@@ -23,26 +23,13 @@ import time
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 from test_nginx import Nginx
 
 from conftest import csrf_from
-from support import App, app_env, wait_for
+from support import App, FromAddress, app_env, started_app, wait_for
 
 DRAIN = 3.0  # the shipped default of SHUTDOWN_DRAIN
 USERS = 6
-
-
-class FromAddress(HTTPAdapter):
-    """Requests from one loopback source address: each user is a client of its own to nginx's limits."""
-
-    def __init__(self, address):
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
 
 
 class User(threading.Thread):
@@ -164,9 +151,8 @@ def test_restarting_instances_one_at_a_time_fails_no_request(db, sandbox):
 
 @pytest.fixture
 def draining_app(db, sandbox):
-    app = App(app_env(db, sandbox, SHUTDOWN_DRAIN="2")).start()
-    yield app
-    app.stop()
+    with started_app(db, sandbox, SHUTDOWN_DRAIN="2") as app:
+        yield app
 
 
 def test_a_stopping_instance_is_not_ready_at_once_and_serves_until_the_drain_ends(draining_app):
