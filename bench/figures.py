@@ -142,7 +142,7 @@ def draw(results, info, path=HERE / "results.png"):
           "upstream_page_vs_unsigned", "growth_100k_vs_1k"]),
         ("database commands per request (lower is better)",
          ["db_reads_per_request", "db_writes_per_request", "db_reads_per_request_stream_off"]),
-        ("ms and p99 ÷ p50, log scale (lower is better)",
+        ("ms, p99 ÷ p50 (log scale, lower is better)",
          ["latency_p99_over_p50_c16", "signout_visible_p99_ms", "admin_stats_100k_p50_ms"]),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), gridspec_kw={"width_ratios": [4, 4, 3]})
