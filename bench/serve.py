@@ -37,6 +37,8 @@ Beside them, a page of CherryPy's own, with nothing of the app:
                        server and thread pool, every tool off (CherryPy's defaults too: encode,
                        trailing_slash, log_tracebacks) and CherryPy's own request and response
                        classes: what this server costs before the app adds anything
+
+``BENCH_SWITCH_INTERVAL`` (seconds) sets the GIL's switch interval, for experiments on the tail.
 """
 
 import cProfile
